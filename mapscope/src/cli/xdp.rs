@@ -1,0 +1,100 @@
+//! `mapscope xdp stats`: live per-action packet and byte statistics of one interface.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use mapscope::{
+    iface::Interface,
+    xdp::{
+        AttachMode, XdpStats,
+        report::{Interval, MapChoice},
+    },
+};
+
+use super::shutdown::Shutdown;
+
+#[derive(Debug, Subcommand)]
+pub enum XdpCommand {
+    /// Attach the statistics program and print per-action packets, pps, bytes and Mbit/s.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Interface to attach to [default: the interface of the default route].
+    #[arg(long, short)]
+    iface: Option<String>,
+    /// skb (generic, works everywhere) or native (in the driver, needs driver support).
+    #[arg(long, value_enum, default_value_t = AttachMode::Skb)]
+    mode: AttachMode,
+    /// Seconds between reports (fractions allowed).
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// Which map the table shows: the atomic Array or the summed PerCpuArray.
+    #[arg(long, value_enum, default_value_t = MapChoice::Array)]
+    map: MapChoice,
+    /// One JSON object per interval (both maps) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many intervals [default: run until Ctrl-C/SIGTERM].
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+pub async fn run(cmd: XdpCommand) -> anyhow::Result<()> {
+    match cmd {
+        XdpCommand::Stats(args) => stats(args).await,
+    }
+}
+
+async fn stats(args: StatsArgs) -> anyhow::Result<()> {
+    let interval = interval(args.interval)?;
+    if args.count == Some(0) {
+        bail!("--count must be at least 1 (omit it to run until Ctrl-C)");
+    }
+    let iface = Interface::resolve(args.iface.as_deref())?;
+    let mut shutdown = Shutdown::install()?;
+    let stats = XdpStats::attach(&iface, args.mode)
+        .with_context(|| format!("attaching XDP to {}", iface.name))?;
+    if !args.json {
+        eprintln!(
+            "mapscope: counting XDP actions on {} ({} mode); Ctrl-C to stop",
+            iface.name,
+            args.mode.as_str()
+        );
+    }
+
+    let mut prev = stats.snapshot()?;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        let cur = stats.snapshot()?;
+        let report = Interval::between(&iface.name, args.mode.as_str(), &prev, &cur);
+        if args.json {
+            println!("{}", report.json());
+        } else {
+            println!("{}", report.table(args.map));
+        }
+        prev = cur;
+        done += 1;
+        if args.count.is_some_and(|n| done >= n) {
+            break;
+        }
+    }
+    // Dropping `stats` detaches the program before we return.
+    drop(stats);
+    Ok(())
+}
+
+/// Validates `--interval`: positive and finite, or a one-line error naming the fix.
+fn interval(secs: f64) -> anyhow::Result<Duration> {
+    if !(secs > 0.0) || !secs.is_finite() {
+        bail!("--interval must be a positive number of seconds (e.g. --interval 2), got {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}

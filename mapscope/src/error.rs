@@ -1,0 +1,97 @@
+//! The library's error type. Every variant that a user can cause names the fix in its message,
+//! because the CLI prints it as the one-line diagnostic.
+
+use std::io;
+
+/// Everything mapscope's library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "missing privileges: mapscope needs root or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN \
+         (missing {missing}); run it with sudo"
+    )]
+    Privileges { missing: String },
+
+    #[error("kernel lacks {feature}: {fix}")]
+    KernelFeature {
+        feature: &'static str,
+        fix: &'static str,
+    },
+
+    #[error("unknown interface {name:?}: pick one from `ip link show`")]
+    UnknownInterface { name: String },
+
+    #[error("no default route to pick an interface from: name one with --iface")]
+    NoDefaultRoute,
+
+    #[error(
+        "interface {iface} already has an XDP program attached; mapscope will not replace it: \
+         detach it first (`ip link set dev {iface} xdp off`) or choose another interface"
+    )]
+    XdpBusy { iface: String },
+
+    #[error("the driver of {iface} does not support native XDP: use --mode skb")]
+    XdpNativeUnsupported { iface: String },
+
+    #[error(
+        "this mapscope binary carries no kernel programs (built with AYA_BUILD_SKIP=1): \
+         rebuild it without AYA_BUILD_SKIP"
+    )]
+    NoEmbeddedObject,
+
+    #[error("loading the eBPF object")]
+    Load(#[source] aya::EbpfError),
+
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("{name} is missing from the eBPF object (build mismatch)")]
+    MissingObject { name: &'static str },
+
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+/// Shorthand used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with what was being done, in cilium/ebpf's "doing x: cause" style.
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The OS error number buried anywhere in an error's source chain, so callers can tell EPERM or
+/// EBUSY apart without matching every aya error variant.
+pub fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(code) = e.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error) {
+            return Some(code);
+        }
+        cur = e.source();
+    }
+    None
+}

@@ -1,0 +1,12 @@
+//! mapscope: a host observability agent built around eBPF maps.
+//!
+//! Each program family has a module here named like its kernel twin in `mapscope-ebpf/src/` and
+//! its shared types in `mapscope-common/src/`.
+
+pub mod error;
+pub mod iface;
+pub mod loader;
+pub mod requirements;
+pub mod xdp;
+
+pub use error::{Error, Result};

@@ -1,0 +1,43 @@
+//! Loads the embedded eBPF object. Attaching is done by each family's module, which owns the
+//! returned [`aya::Ebpf`] so that dropping it detaches everything it attached.
+
+use aya::{Ebpf, EbpfLoader};
+
+use crate::{
+    Error, Result,
+    requirements::{self, Requirement},
+};
+
+/// The kernel object built from `mapscope-ebpf` by build.rs, embedded once for every family.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mapscope"));
+
+/// Checks `reqs`, then loads the object (maps are created, programs are not yet loaded).
+pub fn load(reqs: &[Requirement]) -> Result<Ebpf> {
+    if OBJECT.is_empty() {
+        return Err(Error::NoEmbeddedObject);
+    }
+    requirements::check(reqs)?;
+    raise_memlock();
+    EbpfLoader::new().load(OBJECT).map_err(|e| {
+        if crate::error::os_error(&e) == Some(libc::EPERM) {
+            Error::Privileges {
+                missing: "permission to create BPF maps (EPERM)".to_string(),
+            }
+        } else {
+            Error::Load(e)
+        }
+    })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg and ignore it.
+/// Raising it is harmless either way, and failing to raise it is not an error by itself.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; relying on memcg accounting");
+    }
+}
