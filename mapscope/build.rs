@@ -22,7 +22,9 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("mapscope crate has no parent directory"))?
         .join("mapscope-ebpf");
-    let root_dir = root_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path to mapscope-ebpf"))?;
+    let root_dir = root_dir
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path to mapscope-ebpf"))?;
     aya_build::build_ebpf(
         [Package {
             name: "mapscope-ebpf",

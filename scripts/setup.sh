@@ -17,7 +17,8 @@ if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 # llvm-22-dev & co: bpf-linker links against LLVM 22. iproute2/iputils-ping: netns tests.
 # bpftool: cross-checks and the test harness's "nothing left attached" assertions.
 # util-linux: setpriv for the privilege test. python3: the test web service.
-PKGS=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping bpftool util-linux python3 ca-certificates)
+# gcc/libc6-dev: tests compile small C programs (tests/programs/) whose syscalls and mallocs are exact.
+PKGS=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping bpftool util-linux python3 ca-certificates gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -88,7 +88,10 @@ impl Error {
 pub fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(code) = e.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error) {
+        if let Some(code) = e
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
             return Some(code);
         }
         cur = e.source();

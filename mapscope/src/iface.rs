@@ -18,9 +18,8 @@ impl Interface {
             Some(n) => n.to_string(),
             None => default_route_interface()?,
         };
-        let c = CString::new(name.as_bytes()).map_err(|_| Error::UnknownInterface {
-            name: name.clone(),
-        })?;
+        let c = CString::new(name.as_bytes())
+            .map_err(|_| Error::UnknownInterface { name: name.clone() })?;
         // SAFETY: `c` is a valid NUL-terminated string.
         let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
         if index == 0 {
@@ -60,7 +59,8 @@ fn parse_default_route(table: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    const HEADER: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+    const HEADER: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
 
     #[test]
     fn picks_lowest_metric_default_route() {
@@ -74,7 +74,8 @@ mod tests {
 
     #[test]
     fn no_default_route() {
-        let table = format!("{HEADER}eth0\t0000000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n");
+        let table =
+            format!("{HEADER}eth0\t0000000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n");
         assert_eq!(parse_default_route(&table), None);
     }
 

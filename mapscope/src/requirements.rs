@@ -90,9 +90,8 @@ fn has(caps: u64, bit: u32) -> bool {
 fn effective_caps() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| Error::io("reading /proc/self/status", e))?;
-    parse_cap_eff(&status).ok_or_else(|| {
-        Error::InvalidArgument("no CapEff line in /proc/self/status".to_string())
-    })
+    parse_cap_eff(&status)
+        .ok_or_else(|| Error::InvalidArgument("no CapEff line in /proc/self/status".to_string()))
 }
 
 fn parse_cap_eff(status: &str) -> Option<u64> {

@@ -16,8 +16,7 @@ use crate::{Error, Result, iface::Interface, loader, requirements::Requirement};
 const PROGRAM: &str = "mapscope_xdp";
 
 /// Where the XDP program runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[derive(clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AttachMode {
     /// Generic XDP in the kernel stack: works on every interface (the safe default).
     #[default]
@@ -104,14 +103,11 @@ impl XdpStats {
     /// Reads both maps now.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let map_err = |name| move |source| Error::Map { name, source };
-        let array: Array<_, StatsRecord> = Array::try_from(
-            self.ebpf
-                .map(MAP_STATS_ARRAY)
-                .ok_or(Error::MissingObject {
-                    name: MAP_STATS_ARRAY,
-                })?,
-        )
-        .map_err(map_err(MAP_STATS_ARRAY))?;
+        let array: Array<_, StatsRecord> =
+            Array::try_from(self.ebpf.map(MAP_STATS_ARRAY).ok_or(Error::MissingObject {
+                name: MAP_STATS_ARRAY,
+            })?)
+            .map_err(map_err(MAP_STATS_ARRAY))?;
         let percpu: PerCpuArray<_, StatsRecord> = PerCpuArray::try_from(
             self.ebpf
                 .map(MAP_STATS_PERCPU)

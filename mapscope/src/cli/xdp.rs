@@ -29,7 +29,7 @@ pub struct StatsArgs {
     #[arg(long, value_enum, default_value_t = AttachMode::Skb)]
     mode: AttachMode,
     /// Seconds between reports (fractions allowed).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
     interval: f64,
     /// Which map the table shows: the atomic Array or the summed PerCpuArray.
     #[arg(long, value_enum, default_value_t = MapChoice::Array)]
@@ -93,7 +93,7 @@ async fn stats(args: StatsArgs) -> anyhow::Result<()> {
 
 /// Validates `--interval`: positive and finite, or a one-line error naming the fix.
 fn interval(secs: f64) -> anyhow::Result<Duration> {
-    if !(secs > 0.0) || !secs.is_finite() {
+    if secs.is_nan() || secs <= 0.0 || secs.is_infinite() {
         bail!("--interval must be a positive number of seconds (e.g. --interval 2), got {secs}");
     }
     Ok(Duration::from_secs_f64(secs))

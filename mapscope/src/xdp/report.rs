@@ -31,7 +31,7 @@ pub struct ActionRate {
 /// reads in the same instant) yields 0 rather than infinity or NaN, and a counter that went
 /// backwards (map recreated) counts as no traffic rather than as a huge wrap-around.
 pub fn rate(prev: u64, cur: u64, period_s: f64) -> f64 {
-    if !(period_s > 0.0) || !period_s.is_finite() {
+    if period_s.is_nan() || period_s <= 0.0 || period_s.is_infinite() {
         return 0.0;
     }
     cur.saturating_sub(prev) as f64 / period_s
@@ -49,10 +49,19 @@ pub fn action_rate(prev: &StatsRecord, cur: &StatsRecord, period_s: f64) -> Acti
 }
 
 /// Rates for every action of one map.
-pub fn map_rates(prev: &ActionRecords, cur: &ActionRecords, period_s: f64) -> Vec<(XdpAction, ActionRate)> {
+pub fn map_rates(
+    prev: &ActionRecords,
+    cur: &ActionRecords,
+    period_s: f64,
+) -> Vec<(XdpAction, ActionRate)> {
     XdpAction::ALL
         .iter()
-        .map(|&a| (a, action_rate(&prev[a as usize], &cur[a as usize], period_s)))
+        .map(|&a| {
+            (
+                a,
+                action_rate(&prev[a as usize], &cur[a as usize], period_s),
+            )
+        })
         .collect()
 }
 
@@ -112,7 +121,12 @@ impl Interval {
     pub fn json(&self) -> serde_json::Value {
         let map = |rows: &[(XdpAction, ActionRate)]| {
             rows.iter()
-                .map(|(a, r)| (a.name().to_string(), serde_json::to_value(r).unwrap_or_default()))
+                .map(|(a, r)| {
+                    (
+                        a.name().to_string(),
+                        serde_json::to_value(r).unwrap_or_default(),
+                    )
+                })
                 .collect::<serde_json::Map<_, _>>()
         };
         serde_json::json!({

@@ -1,0 +1,248 @@
+//! Shared helpers for the root integration tests: an RAII pair of network namespaces joined by a
+//! veth, running code inside a namespace, and sending an exact number of known-size packets.
+//!
+//! Addresses come from 10.213.0.0/16 and exist only inside the namespaces the tests create.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    fs::File,
+    net::{Ipv4Addr, UdpSocket},
+    os::fd::AsRawFd,
+    path::Path,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+/// Interface names inside the namespaces (the same in every pair: namespaces keep them apart).
+pub const TX_IFACE: &str = "ms-tx";
+pub const RX_IFACE: &str = "ms-rx";
+pub const TX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 1);
+pub const RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 2);
+const TX_MAC: &str = "02:13:00:00:01:01";
+const RX_MAC: &str = "02:13:00:00:01:02";
+const NS_PREFIX: &str = "msc-";
+
+/// Ethernet + IPv4 + UDP headers in front of a UDP payload on the veth.
+pub const UDP_FRAME_OVERHEAD: usize = 14 + 20 + 8;
+
+/// Panics unless running as root: these tests load programs into the running kernel.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "integration tests load eBPF programs and need root: run them with sudo"
+    );
+}
+
+/// Runs a command and panics with its output when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Two network namespaces (`tx`, `rx`) joined by a veth pair, removed on drop even when the
+/// test panics. IPv6 is disabled and neighbours are static, so the only packets on the wire are
+/// the ones a test sends.
+pub struct NetnsPair {
+    pub tx: String,
+    pub rx: String,
+}
+
+impl NetnsPair {
+    /// Creates the pair; `tag` keeps concurrent tests apart.
+    pub fn new(tag: &str) -> Self {
+        require_root();
+        remove_stale_namespaces();
+        let pid = std::process::id();
+        let pair = Self {
+            tx: format!("{NS_PREFIX}{pid}-{tag}-tx"),
+            rx: format!("{NS_PREFIX}{pid}-{tag}-rx"),
+        };
+        // Constructed before the first command so Drop cleans up whatever got created.
+        for ns in [&pair.tx, &pair.rx] {
+            run("ip", &["netns", "add", ns]);
+            for key in ["all", "default"] {
+                run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        ns,
+                        "sysctl",
+                        "-qw",
+                        &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+                    ],
+                );
+            }
+        }
+        run(
+            "ip",
+            &[
+                "link", "add", TX_IFACE, "address", TX_MAC, "netns", &pair.tx, "type", "veth",
+                "peer", "name", RX_IFACE, "address", RX_MAC, "netns", &pair.rx,
+            ],
+        );
+        for (ns, dev, addr, peer_addr, peer_mac) in [
+            (&pair.tx, TX_IFACE, TX_ADDR, RX_ADDR, RX_MAC),
+            (&pair.rx, RX_IFACE, RX_ADDR, TX_ADDR, TX_MAC),
+        ] {
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+            );
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    &peer_addr.to_string(),
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ],
+            );
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        pair.wait_carrier();
+        pair
+    }
+
+    fn wait_carrier(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = run("ip", &["-n", &self.rx, "-br", "link", "show", RX_IFACE]);
+            if String::from_utf8_lossy(&out.stdout).contains(" UP ") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "veth in {} never came up",
+                self.rx
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `f` on a fresh thread that has entered the receiving namespace, so interface names
+    /// resolve there; whatever `f` attaches stays attached after the thread ends.
+    pub fn in_rx<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(&self.rx, f)
+    }
+
+    /// Sends exactly `count` UDP datagrams of `payload` bytes from tx to rx and returns the frame
+    /// length each one has on the wire.
+    pub fn send_udp(&self, count: usize, payload: usize) -> usize {
+        in_netns(&self.tx, || {
+            let sock = UdpSocket::bind((TX_ADDR, 0)).expect("bind in tx namespace");
+            let buf = vec![0xabu8; payload];
+            // Unconnected on purpose: rx answers with ICMP port-unreachable, which a connected
+            // socket would turn into ECONNREFUSED on the next send.
+            for _ in 0..count {
+                assert_eq!(sock.send_to(&buf, (RX_ADDR, 9)).expect("send"), payload);
+            }
+        });
+        payload + UDP_FRAME_OVERHEAD
+    }
+
+    /// Whether the receiving interface has any XDP program attached (any mode).
+    pub fn rx_has_xdp(&self) -> bool {
+        let out = run("ip", &["-n", &self.rx, "-d", "link", "show", RX_IFACE]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("prog/xdp") || text.contains(" xdp")
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.tx, &self.rx] {
+            // Deleting a namespace destroys the veth end inside it (and so its peer).
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Runs `f` on a new thread that first joins the named network namespace.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = Path::new("/run/netns").join(ns);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file =
+                File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            // SAFETY: setns on a valid namespace fd affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Removes namespaces left by earlier test processes that were killed before their Drop ran.
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns the last answer.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Compiles `tests/programs/<name>.c` into a fresh file and returns its path. C rather than a
+/// script so the syscalls, execs and mallocs a test counts are exactly the ones the source makes.
+pub fn compile_c(name: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/programs")
+        .join(format!("{name}.c"));
+    let dir = std::env::temp_dir().join(format!("mapscope-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating temp dir");
+    let out = dir.join(name);
+    run(
+        "cc",
+        &[
+            "-O1",
+            "-Wall",
+            "-o",
+            out.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ],
+    );
+    out
+}
