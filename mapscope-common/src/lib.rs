@@ -2,6 +2,7 @@
 //! no `bool` and no implicit padding, so both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod exec;
 pub mod xdp;
 
 /// Implements `aya::Pod` for user space only; the kernel side has no aya dependency.

@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 
 mod counter;
+mod exec;
 mod xdp;
 
 #[cfg(not(test))]

@@ -3,10 +3,13 @@
 //! Each program family has a module here named like its kernel twin in `mapscope-ebpf/src/` and
 //! its shared types in `mapscope-common/src/`.
 
+pub mod btf;
 pub mod error;
+pub mod exec;
 pub mod iface;
 pub mod loader;
 pub mod requirements;
+pub mod sinks;
 pub mod xdp;
 
 pub use error::{Error, Result};

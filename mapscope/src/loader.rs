@@ -13,12 +13,22 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ma
 
 /// Checks `reqs`, then loads the object (maps are created, programs are not yet loaded).
 pub fn load(reqs: &[Requirement]) -> Result<Ebpf> {
+    load_with(reqs, |_| {})
+}
+
+/// Like [`load`], letting the caller adjust the loader first (map sizes, pin paths).
+pub fn load_with(
+    reqs: &[Requirement],
+    configure: impl FnOnce(&mut EbpfLoader<'_>),
+) -> Result<Ebpf> {
     if OBJECT.is_empty() {
         return Err(Error::NoEmbeddedObject);
     }
     requirements::check(reqs)?;
     raise_memlock();
-    EbpfLoader::new().load(OBJECT).map_err(|e| {
+    let mut loader = EbpfLoader::new();
+    configure(&mut loader);
+    loader.load(OBJECT).map_err(|e| {
         if crate::error::os_error(&e) == Some(libc::EPERM) {
             Error::Privileges {
                 missing: "permission to create BPF maps (EPERM)".to_string(),

@@ -4,6 +4,8 @@
 //! Addresses come from 10.213.0.0/16 and exist only inside the namespaces the tests create.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod web;
+
 use std::{
     fs::File,
     net::{Ipv4Addr, UdpSocket},

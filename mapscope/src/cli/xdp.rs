@@ -1,7 +1,5 @@
 //! `mapscope xdp stats`: live per-action packet and byte statistics of one interface.
 
-use std::time::Duration;
-
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use mapscope::{
@@ -49,7 +47,7 @@ pub async fn run(cmd: XdpCommand) -> anyhow::Result<()> {
 }
 
 async fn stats(args: StatsArgs) -> anyhow::Result<()> {
-    let interval = interval(args.interval)?;
+    let interval = super::interval(args.interval)?;
     if args.count == Some(0) {
         bail!("--count must be at least 1 (omit it to run until Ctrl-C)");
     }
@@ -89,12 +87,4 @@ async fn stats(args: StatsArgs) -> anyhow::Result<()> {
     // Dropping `stats` detaches the program before we return.
     drop(stats);
     Ok(())
-}
-
-/// Validates `--interval`: positive and finite, or a one-line error naming the fix.
-fn interval(secs: f64) -> anyhow::Result<Duration> {
-    if secs.is_nan() || secs <= 0.0 || secs.is_infinite() {
-        bail!("--interval must be a positive number of seconds (e.g. --interval 2), got {secs}");
-    }
-    Ok(Duration::from_secs_f64(secs))
 }

@@ -1,0 +1,651 @@
+//! exec tracing against the running kernel: real execs by a dedicated uid, exact counts and
+//! exact event fields for both transports, loss accounting, the CLI, and the web-service sink.
+//!
+//! Each test uses its own uid and the kernel-side uid filter, so tests running in parallel (and
+//! whatever else the host executes) never show up in each other's counts.
+
+mod harness;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use harness::{compile_c, require_root, web::TestServer};
+use mapscope::exec::{
+    EventStream, Exec, ExecOptions, ExecTracer, Transport, event::TRUNCATION_MARKER,
+};
+use mapscope_common::exec::{ARG_MAX_LEN, MAX_ARGS};
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader, Lines},
+    process::ChildStdout,
+    time::timeout,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mapscope");
+
+fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        require_root();
+        compile_c("exec_probe")
+    })
+}
+
+/// Execs `path` with `args` as `uid` and waits for it; returns the child's pid.
+fn exec_as(uid: u32, path: &Path, args: &[&str]) -> u32 {
+    let mut child = Command::new(path)
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .spawn()
+        .expect("spawn probe");
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    pid
+}
+
+fn tracer(uid: u32, transport: Transport) -> ExecTracer {
+    ExecTracer::attach(ExecOptions {
+        transport,
+        uid: Some(uid),
+        ..ExecOptions::default()
+    })
+    .expect("attach exec tracer")
+}
+
+/// Receives exactly `n` events, then checks that no further one arrives.
+async fn recv_exact(events: &mut EventStream, n: usize) -> Vec<Exec> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(e)) => got.push(e),
+            _ => panic!("only {} of {n} events arrived: {got:#?}", got.len()),
+        }
+    }
+    if let Ok(Some(extra)) = timeout(Duration::from_millis(300), events.recv()).await {
+        panic!("unexpected extra event {extra:#?}");
+    }
+    got
+}
+
+async fn exact_events(transport: Transport, uid: u32) {
+    let probe = probe();
+    let mut t = tracer(uid, transport);
+    let mut events = t.events(1024).unwrap();
+    const N: usize = 5;
+    let pids: Vec<u32> = (0..N)
+        .map(|i| exec_as(uid, probe, &[&format!("arg-{i}"), "two words"]))
+        .collect();
+    let got = recv_exact(&mut events, N).await;
+    for (i, (e, pid)) in got.iter().zip(&pids).enumerate() {
+        assert_eq!(e.pid, *pid, "{e:#?}");
+        assert_eq!(e.tid, *pid);
+        assert_eq!(
+            e.ppid,
+            Some(std::process::id()),
+            "ppid must be this test process"
+        );
+        assert_eq!((e.uid, e.gid), (uid, uid));
+        assert_eq!(e.comm, "exec_probe");
+        assert_eq!(e.filename, probe.to_str().unwrap());
+        assert_eq!(
+            e.args,
+            [probe.to_str().unwrap(), &format!("arg-{i}"), "two words"]
+        );
+        assert_eq!(e.ret, 0);
+        assert_eq!(e.syscall, "execve");
+        assert!(!e.args_truncated && !e.filename_truncated && !e.args_fault);
+    }
+    assert!(got.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+    assert_eq!(t.uid_counts().unwrap().get(&uid), Some(&(N as u64)));
+    assert_eq!(t.lost().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ring_buffer_delivers_exact_events_and_uid_count() {
+    exact_events(Transport::Ring, 61001).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn perf_buffer_delivers_exact_events_and_uid_count() {
+    exact_events(Transport::Perf, 61002).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_path_reports_enoent() {
+    let uid = 61003;
+    let mut t = tracer(uid, Transport::Ring);
+    let mut events = t.events(16).unwrap();
+    let missing = "/nonexistent/mapscope-no-such-program";
+    let err = Command::new(missing).uid(uid).gid(uid).spawn().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    let got = recv_exact(&mut events, 1).await;
+    assert_eq!(got[0].ret, -libc::ENOENT);
+    assert_eq!(got[0].filename, missing);
+    assert_eq!(got[0].ppid, Some(std::process::id()));
+    assert_eq!(t.uid_counts().unwrap().get(&uid), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_long_and_too_many_args_are_truncated_with_a_marker() {
+    let uid = 61004;
+    let probe = probe();
+    let mut t = tracer(uid, Transport::Ring);
+    let mut events = t.events(16).unwrap();
+
+    let long = "a".repeat(3 * ARG_MAX_LEN);
+    exec_as(uid, probe, &[&long, "after"]);
+    let many: Vec<String> = (0..MAX_ARGS + 10).map(|i| format!("m{i}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    exec_as(uid, probe, &many_refs);
+    exec_as(uid, probe, &[]);
+
+    let got = recv_exact(&mut events, 3).await;
+    // One argument cut at ARG_MAX_LEN - 1 bytes (+ NUL); the ones after it still arrive.
+    assert_eq!(got[0].args[1], "a".repeat(ARG_MAX_LEN - 1));
+    assert_eq!(got[0].args[2], "after");
+    assert!(got[0].args_truncated);
+    assert!(
+        got[0].line().ends_with(TRUNCATION_MARKER),
+        "{}",
+        got[0].line()
+    );
+    // argv[0] plus the first MAX_ARGS - 1 extra arguments.
+    assert_eq!(got[1].args.len(), MAX_ARGS as usize);
+    assert_eq!(
+        got[1].args[MAX_ARGS as usize - 1],
+        format!("m{}", MAX_ARGS - 2)
+    );
+    assert!(got[1].args_truncated);
+    assert!(!got[2].args_truncated);
+    assert_eq!(got[2].args, [probe.to_str().unwrap()]);
+}
+
+/// Produces more events than the kernel buffer holds while nothing reads, then checks every
+/// event is accounted for: received + lost == produced, exactly.
+async fn flood(transport: Transport, uid: u32) {
+    let probe = probe();
+    const PRODUCED: u64 = 40;
+    let mut t = ExecTracer::attach(ExecOptions {
+        transport,
+        uid: Some(uid),
+        ring_bytes: 64 * 1024, // room for 12 events of ~5 KiB
+        perf_pages: 2,         // room for 1 event per CPU
+    })
+    .unwrap();
+    let events = match transport {
+        // The ring keeps events until someone reads: don't read at all yet.
+        Transport::Ring => None,
+        // Perf buffers only exist once opened: open them, but keep the reader blocked on a
+        // one-slot channel nobody drains.
+        Transport::Perf => Some(t.events(1).unwrap()),
+    };
+    for _ in 0..PRODUCED {
+        exec_as(uid, probe, &[]);
+    }
+    let mut events = match events {
+        Some(e) => e,
+        None => t.events(1024).unwrap(),
+    };
+    let mut received = 0u64;
+    while let Ok(Some(e)) = timeout(Duration::from_millis(500), events.recv()).await {
+        assert_eq!(e.uid, uid);
+        received += 1;
+    }
+    let lost = t.lost().unwrap();
+    assert_eq!(
+        received + lost,
+        PRODUCED,
+        "received {received}, lost {lost}"
+    );
+    assert!(lost > 0, "the buffer never filled: the test proves nothing");
+    assert!(received > 0, "nothing was delivered");
+    assert_eq!(t.uid_counts().unwrap().get(&uid), Some(&PRODUCED));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ring_flood_accounts_for_every_event() {
+    flood(Transport::Ring, 61005).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn perf_flood_accounts_for_every_event() {
+    flood(Transport::Perf, 61006).await;
+}
+
+#[test]
+fn bad_buffer_sizes_are_rejected() {
+    require_root();
+    for opts in [
+        ExecOptions {
+            ring_bytes: 5000,
+            ..ExecOptions::default()
+        },
+        ExecOptions {
+            perf_pages: 3,
+            ..ExecOptions::default()
+        },
+    ] {
+        let err = ExecTracer::attach(opts).err().expect("accepted a bad size");
+        assert!(err.to_string().contains("power of two"), "{err}");
+    }
+}
+
+// ---- the CLI -------------------------------------------------------------------------------
+
+struct Cli {
+    child: tokio::process::Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Cli {
+    /// Starts `mapscope ARGS` and waits until its first line (a JSON stats line or the table
+    /// header) shows the tracepoints are attached.
+    async fn start(args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self { child, stdout }
+    }
+
+    async fn line(&mut self) -> String {
+        match timeout(Duration::from_secs(15), self.stdout.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            other => {
+                let mut stderr = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use tokio::io::AsyncReadExt as _;
+                    let _ = timeout(Duration::from_secs(2), e.read_to_string(&mut stderr)).await;
+                }
+                panic!("no line from mapscope ({other:?}); stderr: {stderr}")
+            }
+        }
+    }
+
+    /// Next JSON line of the given `type`.
+    async fn next_of(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let v: serde_json::Value = serde_json::from_str(&self.line().await).unwrap();
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status and stderr.
+    async fn stop(self) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill on our own child.
+        unsafe { libc::kill(self.child.id().unwrap() as i32, libc::SIGTERM) };
+        let out = timeout(Duration::from_secs(20), self.child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_json_lines_with_filters() {
+    let uid = 61010;
+    let probe = probe();
+    let uid_s = uid.to_string();
+    let mut cli = Cli::start(&[
+        "exec",
+        "--uid",
+        &uid_s,
+        "--json",
+        "--interval",
+        "0.2",
+        "--failed",
+    ])
+    .await;
+    let stats = cli.next_of("stats").await;
+    assert_eq!(stats["lost"], 0);
+    exec_as(uid, probe, &["ok"]);
+    let _ = Command::new("/nonexistent/cli-missing")
+        .uid(uid)
+        .gid(uid)
+        .spawn();
+    exec_as(uid, probe, &["ok-too"]);
+    let e = cli.next_of("exec").await;
+    // --failed: the two successful execs are filtered out.
+    assert_eq!(e["filename"], "/nonexistent/cli-missing");
+    assert_eq!(e["ret"], -libc::ENOENT);
+    assert_eq!(e["uid"], uid);
+    assert_eq!(e["schema"], 1);
+    let stats = cli.next_of("stats").await;
+    assert_eq!(stats["events"], 3, "{stats}");
+    let (status, _) = cli.stop().await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_text_lines_and_name_filter() {
+    let uid = 61011;
+    let probe = probe();
+    let uid_s = uid.to_string();
+    let mut cli = Cli::start(&[
+        "exec", "--uid", &uid_s, "--name", "^exec_pr", "--count", "2",
+    ])
+    .await;
+    let header = cli.line().await;
+    assert!(
+        header.starts_with("TIME") && header.contains("PPID"),
+        "{header}"
+    );
+    // The header is printed after attach.
+    let _ = Command::new("/nonexistent/filtered-out")
+        .uid(uid)
+        .gid(uid)
+        .spawn();
+    let pid = exec_as(uid, probe, &["hello", "world"]);
+    exec_as(uid, probe, &[]);
+    let line = cli.line().await;
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[1], "exec_probe", "{line}");
+    assert_eq!(cols[2], pid.to_string());
+    assert_eq!(cols[3], std::process::id().to_string());
+    assert_eq!(cols[4], uid_s);
+    assert_eq!(cols[5], "0");
+    assert!(
+        line.ends_with(&format!("{} hello world", probe.display())),
+        "{line}"
+    );
+    let _second = cli.line().await;
+    let out = timeout(Duration::from_secs(10), cli.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.success(), "--count 2 should exit by itself");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_uids_view_counts_exactly() {
+    let uid = 61012;
+    let probe = probe();
+    let mut cli = Cli::start(&["exec", "uids", "--interval", "0.3", "--json"]).await;
+    let _attached = cli.next_of("uids").await;
+    for _ in 0..4 {
+        exec_as(uid, probe, &[]);
+    }
+    let want = serde_json::json!(4);
+    let mut seen = false;
+    for _ in 0..20 {
+        let v = cli.next_of("uids").await;
+        if v["counts"][uid.to_string()] == want {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "uid {uid} never reached 4");
+    let (status, _) = cli.stop().await;
+    assert!(status.success());
+
+    // The text form, hello-map style.
+    let out = Command::new(BIN)
+        .args(["exec", "uids", "--interval", "0.2", "--count", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .all(|l| l.is_empty() || l.starts_with("ID ") || l.starts_with("(no")),
+        "{text}"
+    );
+}
+
+#[test]
+fn cli_bad_input_is_one_line() {
+    require_root();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["exec", "--interval", "0"],
+            "--interval must be a positive",
+        ),
+        (
+            &["exec", "--name", "(unclosed"],
+            "is not a valid regular expression (unclosed group)",
+        ),
+        (
+            &["exec", "--post", "not a url"],
+            "is not a valid http(s) URL",
+        ),
+        (
+            &["exec", "--post", "ftp://127.0.0.1/x"],
+            "is not a valid http(s) URL",
+        ),
+        (&["exec", "--ring-bytes", "1000"], "power of two"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            BIN,
+            "exec",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("missing privileges")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
+
+// ---- the web-service sink ------------------------------------------------------------------
+
+fn post_args<'a>(uid: &'a str, url: &'a str, spool: &'a str) -> Vec<&'a str> {
+    vec![
+        "exec",
+        "--uid",
+        uid,
+        "--json",
+        "--echo",
+        "--interval",
+        "0.2",
+        "--post",
+        url,
+        "--batch-ms",
+        "100",
+        "--retry-max-ms",
+        "200",
+        "--spool-dir",
+        spool,
+    ]
+}
+
+async fn wait_events(server: &TestServer, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let ev = server.events();
+        if ev.len() >= n {
+            return ev;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server got {} of {n} events", server.events().len());
+}
+
+fn assert_in_order(events: &[serde_json::Value], n: usize) {
+    let tags: Vec<String> = events
+        .iter()
+        .map(|e| e["args"][1].as_str().unwrap_or("?").to_string())
+        .collect();
+    let want: Vec<String> = (0..n).map(|i| format!("seq-{i}")).collect();
+    assert_eq!(tags, want, "events missing, duplicated or out of order");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_service_receives_every_event_in_order() {
+    let (uid, probe) = (61020, probe());
+    let server = TestServer::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let (uid_s, url, spool_s) = (
+        uid.to_string(),
+        server.url(),
+        spool.path().to_str().unwrap().to_string(),
+    );
+    let mut args = post_args(&uid_s, &url, &spool_s);
+    args.extend(["--batch-max", "3"]);
+    let mut cli = Cli::start(&args).await;
+    cli.next_of("stats").await;
+    const N: usize = 10;
+    for i in 0..N {
+        exec_as(uid, probe, &[&format!("seq-{i}")]);
+    }
+    let events = wait_events(&server, N).await;
+    assert_in_order(&events, N);
+    let bodies = server.bodies();
+    assert!(bodies.iter().all(|b| b["schema"] == 1
+        && b["agent"] == "mapscope"
+        && b["events"].as_array().unwrap().len() <= 3));
+    let seqs: Vec<u64> = bodies.iter().map(|b| b["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("posted {N} events; 0 spooled")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_service_outage_is_spooled_and_replayed_in_order() {
+    let (uid, probe) = (61021, probe());
+    let mut server = TestServer::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let (uid_s, url, spool_s) = (
+        uid.to_string(),
+        server.url(),
+        spool.path().to_str().unwrap().to_string(),
+    );
+    let mut cli = Cli::start(&post_args(&uid_s, &url, &spool_s)).await;
+    cli.next_of("stats").await;
+
+    for i in 0..4 {
+        exec_as(uid, probe, &[&format!("seq-{i}")]);
+    }
+    wait_events(&server, 4).await;
+    server.stop().await;
+    for i in 4..9 {
+        exec_as(uid, probe, &[&format!("seq-{i}")]);
+    }
+    // Down long enough for the retries to give up and the batches to reach the disk spool.
+    let on_disk = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_dir(spool.path()).unwrap().count() > 0
+    });
+    assert!(on_disk, "nothing was spooled to disk during the outage");
+    server.restart().await;
+    for i in 9..12 {
+        exec_as(uid, probe, &[&format!("seq-{i}")]);
+    }
+    let events = wait_events(&server, 12).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_in_order(&server.events(), 12);
+    assert_eq!(events.len(), 12);
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("posted 12 events; 0 spooled for later; 0 dropped"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(spool.path()).unwrap().count(),
+        0,
+        "spool not emptied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_at_startup_warns_then_delivers_when_it_comes_up() {
+    let (uid, probe) = (61022, probe());
+    let mut server = TestServer::stopped_at(TestServer::unused_addr().await);
+    let spool = tempfile::tempdir().unwrap();
+    let (uid_s, url, spool_s) = (
+        uid.to_string(),
+        server.url(),
+        spool.path().to_str().unwrap().to_string(),
+    );
+    let mut cli = Cli::start(&post_args(&uid_s, &url, &spool_s)).await;
+    cli.next_of("stats").await;
+    for i in 0..3 {
+        exec_as(uid, probe, &[&format!("seq-{i}")]);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    server.restart().await;
+    assert_in_order(&wait_events(&server, 3).await, 3);
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success());
+    assert!(
+        stderr.contains("unreachable") && stderr.contains("will wait in"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spool_limit_drops_and_counts_and_spool_survives_restart() {
+    let (uid, probe) = (61023, probe());
+    let addr = TestServer::unused_addr().await;
+    let url = format!("http://{addr}/events");
+    let spool = tempfile::tempdir().unwrap();
+    let (uid_s, spool_s) = (uid.to_string(), spool.path().to_str().unwrap().to_string());
+
+    // Service down for the whole run, spool big enough for exactly one batch of one event
+    // (a one-event body is about 450 bytes).
+    let mut args = post_args(&uid_s, &url, &spool_s);
+    args.extend(["--batch-max", "1", "--spool-max-bytes", "700"]);
+    let mut cli = Cli::start(&args).await;
+    cli.next_of("stats").await;
+    for i in 0..3 {
+        exec_as(uid, probe, &[&format!("seq-{i}")]);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("posted 0 events; 1 spooled for later; 2 dropped at the spool limit"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dropped 1 events"), "{stderr}");
+
+    // The next run replays what the previous one left in the spool, first.
+    let mut server = TestServer::stopped_at(addr);
+    server.restart().await;
+    let mut cli = Cli::start(&post_args(&uid_s, &url, &spool_s)).await;
+    cli.next_of("stats").await;
+    exec_as(uid, probe, &["later"]);
+    let events = wait_events(&server, 2).await;
+    assert_eq!(events[0]["args"][1], "seq-0");
+    assert_eq!(events[1]["args"][1], "later");
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success());
+    assert!(stderr.contains("from an earlier run"), "{stderr}");
+}
