@@ -254,7 +254,11 @@ async fn uids(args: UidsArgs) -> anyhow::Result<()> {
             );
         } else {
             let line: Vec<String> = counts.iter().map(|(u, c)| format!("ID {u}: {c}")).collect();
-            println!("{}", line.join("   "));
+            if line.is_empty() {
+                println!("(no execs yet)");
+            } else {
+                println!("{}", line.join("   "));
+            }
         }
         done += 1;
         if args.count.is_some_and(|n| done >= n) {
