@@ -468,11 +468,14 @@ fn cli_bad_input_is_one_line() {
 
 // ---- the web-service sink ------------------------------------------------------------------
 
-fn post_args<'a>(uid: &'a str, url: &'a str, spool: &'a str) -> Vec<&'a str> {
-    vec![
+/// Starts `mapscope exec` posting uid's events to `url`, spooling in `spool`, and waits until
+/// it is attached.
+async fn start_posting(uid: u32, url: &str, spool: &Path, extra: &[&str]) -> Cli {
+    let (uid, spool) = (uid.to_string(), spool.to_str().unwrap().to_string());
+    let mut args = vec![
         "exec",
         "--uid",
-        uid,
+        &uid,
         "--json",
         "--echo",
         "--interval",
@@ -484,8 +487,19 @@ fn post_args<'a>(uid: &'a str, url: &'a str, spool: &'a str) -> Vec<&'a str> {
         "--retry-max-ms",
         "200",
         "--spool-dir",
-        spool,
-    ]
+        &spool,
+    ];
+    args.extend(extra);
+    let mut cli = Cli::start(&args).await;
+    cli.next_of("stats").await;
+    cli
+}
+
+/// Execs the probe as `uid` with `seq-I` as its argument, for each I in `range`.
+fn exec_seq(uid: u32, range: std::ops::Range<usize>) {
+    for i in range {
+        exec_as(uid, probe(), &[&format!("seq-{i}")]);
+    }
 }
 
 async fn wait_events(server: &TestServer, n: usize) -> Vec<serde_json::Value> {
@@ -510,28 +524,24 @@ fn assert_in_order(events: &[serde_json::Value], n: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn web_service_receives_every_event_in_order() {
-    let (uid, probe) = (61020, probe());
+    let uid = 61020;
     let server = TestServer::start().await;
     let spool = tempfile::tempdir().unwrap();
-    let (uid_s, url, spool_s) = (
-        uid.to_string(),
-        server.url(),
-        spool.path().to_str().unwrap().to_string(),
-    );
-    let mut args = post_args(&uid_s, &url, &spool_s);
-    args.extend(["--batch-max", "3"]);
-    let mut cli = Cli::start(&args).await;
-    cli.next_of("stats").await;
+    let cli = start_posting(uid, &server.url(), spool.path(), &["--batch-max", "3"]).await;
     const N: usize = 10;
-    for i in 0..N {
-        exec_as(uid, probe, &[&format!("seq-{i}")]);
-    }
-    let events = wait_events(&server, N).await;
-    assert_in_order(&events, N);
+    exec_seq(uid, 0..N);
+    assert_in_order(&wait_events(&server, N).await, N);
     let bodies = server.bodies();
-    assert!(bodies.iter().all(|b| b["schema"] == 1
-        && b["agent"] == "mapscope"
-        && b["events"].as_array().unwrap().len() <= 3));
+    for b in &bodies {
+        assert_eq!(
+            (&b["schema"], &b["agent"], &b["lost_total"]),
+            (&1.into(), &"mapscope".into(), &0.into())
+        );
+        assert!(
+            b["events"].as_array().unwrap().len() <= 3,
+            "batch over --batch-max: {b}"
+        );
+    }
     let seqs: Vec<u64> = bodies.iter().map(|b| b["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     let (status, stderr) = cli.stop().await;
@@ -544,25 +554,15 @@ async fn web_service_receives_every_event_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn web_service_outage_is_spooled_and_replayed_in_order() {
-    let (uid, probe) = (61021, probe());
+    let uid = 61021;
     let mut server = TestServer::start().await;
     let spool = tempfile::tempdir().unwrap();
-    let (uid_s, url, spool_s) = (
-        uid.to_string(),
-        server.url(),
-        spool.path().to_str().unwrap().to_string(),
-    );
-    let mut cli = Cli::start(&post_args(&uid_s, &url, &spool_s)).await;
-    cli.next_of("stats").await;
+    let cli = start_posting(uid, &server.url(), spool.path(), &[]).await;
 
-    for i in 0..4 {
-        exec_as(uid, probe, &[&format!("seq-{i}")]);
-    }
+    exec_seq(uid, 0..4);
     wait_events(&server, 4).await;
     server.stop().await;
-    for i in 4..9 {
-        exec_as(uid, probe, &[&format!("seq-{i}")]);
-    }
+    exec_seq(uid, 4..9);
     // Down long enough for the retries to give up and the batches to reach the disk spool.
     let on_disk = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
@@ -570,13 +570,10 @@ async fn web_service_outage_is_spooled_and_replayed_in_order() {
     });
     assert!(on_disk, "nothing was spooled to disk during the outage");
     server.restart().await;
-    for i in 9..12 {
-        exec_as(uid, probe, &[&format!("seq-{i}")]);
-    }
-    let events = wait_events(&server, 12).await;
+    exec_seq(uid, 9..12);
+    wait_events(&server, 12).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_in_order(&server.events(), 12);
-    assert_eq!(events.len(), 12);
     let (status, stderr) = cli.stop().await;
     assert!(status.success(), "{stderr}");
     assert!(
@@ -592,19 +589,11 @@ async fn web_service_outage_is_spooled_and_replayed_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_at_startup_warns_then_delivers_when_it_comes_up() {
-    let (uid, probe) = (61022, probe());
+    let uid = 61022;
     let mut server = TestServer::stopped_at(TestServer::unused_addr().await);
     let spool = tempfile::tempdir().unwrap();
-    let (uid_s, url, spool_s) = (
-        uid.to_string(),
-        server.url(),
-        spool.path().to_str().unwrap().to_string(),
-    );
-    let mut cli = Cli::start(&post_args(&uid_s, &url, &spool_s)).await;
-    cli.next_of("stats").await;
-    for i in 0..3 {
-        exec_as(uid, probe, &[&format!("seq-{i}")]);
-    }
+    let cli = start_posting(uid, &server.url(), spool.path(), &[]).await;
+    exec_seq(uid, 0..3);
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.restart().await;
     assert_in_order(&wait_events(&server, 3).await, 3);
@@ -618,21 +607,15 @@ async fn unreachable_at_startup_warns_then_delivers_when_it_comes_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spool_limit_drops_and_counts_and_spool_survives_restart() {
-    let (uid, probe) = (61023, probe());
-    let addr = TestServer::unused_addr().await;
-    let url = format!("http://{addr}/events");
+    let uid = 61023;
+    let mut server = TestServer::stopped_at(TestServer::unused_addr().await);
     let spool = tempfile::tempdir().unwrap();
-    let (uid_s, spool_s) = (uid.to_string(), spool.path().to_str().unwrap().to_string());
 
     // Service down for the whole run, spool big enough for exactly one batch of one event
     // (a one-event body is about 450 bytes).
-    let mut args = post_args(&uid_s, &url, &spool_s);
-    args.extend(["--batch-max", "1", "--spool-max-bytes", "700"]);
-    let mut cli = Cli::start(&args).await;
-    cli.next_of("stats").await;
-    for i in 0..3 {
-        exec_as(uid, probe, &[&format!("seq-{i}")]);
-    }
+    let limits = ["--batch-max", "1", "--spool-max-bytes", "700"];
+    let cli = start_posting(uid, &server.url(), spool.path(), &limits).await;
+    exec_seq(uid, 0..3);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, stderr) = cli.stop().await;
     assert!(status.success(), "{stderr}");
@@ -643,11 +626,9 @@ async fn spool_limit_drops_and_counts_and_spool_survives_restart() {
     assert!(stderr.contains("dropped 1 events"), "{stderr}");
 
     // The next run replays what the previous one left in the spool, first.
-    let mut server = TestServer::stopped_at(addr);
     server.restart().await;
-    let mut cli = Cli::start(&post_args(&uid_s, &url, &spool_s)).await;
-    cli.next_of("stats").await;
-    exec_as(uid, probe, &["later"]);
+    let cli = start_posting(uid, &server.url(), spool.path(), &[]).await;
+    exec_as(uid, probe(), &["later"]);
     let events = wait_events(&server, 2).await;
     assert_eq!(events[0]["args"][1], "seq-0");
     assert_eq!(events[1]["args"][1], "later");
