@@ -2,6 +2,8 @@
 //! no `bool` and no implicit padding, so both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod malloc;
+pub mod syscalls;
 pub mod xdp;
 
 /// Implements `aya::Pod` for user space only; the kernel side has no aya dependency.
