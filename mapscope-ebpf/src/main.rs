@@ -7,6 +7,8 @@
 #![allow(internal_features)]
 
 mod counter;
+mod malloc;
+mod syscalls;
 mod xdp;
 
 #[cfg(not(test))]
