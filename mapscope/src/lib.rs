@@ -6,7 +6,10 @@
 pub mod error;
 pub mod iface;
 pub mod loader;
+pub mod malloc;
 pub mod requirements;
+pub mod syscalls;
+pub mod tgid;
 pub mod xdp;
 
 pub use error::{Error, Result};
