@@ -1,6 +1,9 @@
-//! Command-line shape: `mapscope <family> <action> [flags]`, one file per family.
+//! Command-line shape: `mapscope <family> [<action>] [flags]`, one file per family.
 
+mod malloc;
+mod schedule;
 mod shutdown;
+mod syscalls;
 mod xdp;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +21,17 @@ enum Command {
     /// XDP traffic statistics.
     #[command(subcommand)]
     Xdp(xdp::XdpCommand),
+    /// Syscall counts per interval through a tail-call dispatcher, like syscount.
+    Syscalls(syscalls::SyscallsArgs),
+    /// malloc calls and bytes per CPU and per process, from a uprobe on libc.
+    Malloc(malloc::MallocArgs),
 }
 
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Xdp(cmd) => xdp::run(cmd).await,
+        Command::Syscalls(args) => syscalls::run(args).await,
+        Command::Malloc(args) => malloc::run(args).await,
     }
 }
