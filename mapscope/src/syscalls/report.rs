@@ -283,7 +283,7 @@ mod tests {
             rows[1].split_whitespace().collect::<Vec<_>>(),
             ["read", "0", "30", "sc_rw", "bytes_requested=1920"]
         );
-        let tc = t.lines().filter(|l| l.starts_with("timer_create")).last();
+        let tc = t.lines().rfind(|l| l.starts_with("timer_create"));
         assert_eq!(
             tc.unwrap().split_whitespace().collect::<Vec<_>>(),
             ["timer_create", "222", "7", "sc_timer", "-"]
