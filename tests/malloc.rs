@@ -180,7 +180,7 @@ fn bin_target_probes_the_libc_the_binary_links() {
 }
 
 #[test]
-fn binary_without_libc_and_unknown_pid_are_refused() {
+fn binary_or_process_without_libc_and_unknown_pid_are_refused() {
     require_root();
     match MallocStats::attach(Target::Binary(nolibc().clone())) {
         Err(e @ Error::NoLibc { .. }) => {
@@ -189,6 +189,16 @@ fn binary_without_libc_and_unknown_pid_are_refused() {
         Err(e) => panic!("expected NoLibc, got {e}"),
         Ok(_) => panic!("attached to a binary without libc"),
     }
+    let mut static_child = Command::new(nolibc()).spawn().unwrap();
+    match MallocStats::attach(Target::Pid(static_child.id())) {
+        Err(e @ Error::NoLibc { .. }) => {
+            assert!(e.to_string().contains("memory map has no libc.so"), "{e}")
+        }
+        Err(e) => panic!("expected NoLibc, got {e}"),
+        Ok(_) => panic!("attached to a process without libc"),
+    }
+    static_child.kill().unwrap();
+    static_child.wait().unwrap();
     match MallocStats::attach(Target::Pid(1 << 23)) {
         Err(Error::UnknownPid { pid }) => assert_eq!(pid, 1 << 23),
         Err(e) => panic!("expected UnknownPid, got {e}"),
@@ -290,4 +300,23 @@ fn cli_bad_input_fails_with_one_line_naming_the_fix() {
         let out = Command::new(BIN).arg("malloc").args(args).output().unwrap();
         assert_one_line_error(&out, needle);
     }
+}
+
+#[test]
+fn cli_without_privileges_fails_with_one_line() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            BIN,
+            "malloc",
+            "--count",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "missing privileges");
 }

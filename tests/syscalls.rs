@@ -448,3 +448,22 @@ fn library_refuses_unknown_pid_before_loading() {
     .unwrap_err();
     assert!(matches!(err, Error::UnknownPid { .. }), "{err}");
 }
+
+#[test]
+fn cli_without_privileges_fails_with_one_line() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            BIN,
+            "syscalls",
+            "--count",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "missing privileges");
+}

@@ -32,8 +32,14 @@ pub struct Libc {
 
 /// The libc mapped by process `pid`.
 pub fn for_process(pid: u32) -> Result<Libc> {
-    let maps =
-        fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|_| Error::UnknownPid { pid })?;
+    let maps_path = format!("/proc/{pid}/maps");
+    let maps = fs::read_to_string(&maps_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::UnknownPid { pid },
+        std::io::ErrorKind::PermissionDenied => Error::Privileges {
+            missing: format!("permission to read {maps_path}"),
+        },
+        _ => Error::io(format!("reading {maps_path}"), e),
+    })?;
     let no_libc = |why: String| Error::NoLibc {
         target: format!("process {pid}"),
         why,
@@ -78,9 +84,7 @@ pub fn for_binary(bin: &Path) -> Result<Libc> {
         });
     }
     if dynamic.needed.is_empty() {
-        return Err(no_libc(
-            "it is statically linked: there is no shared library to probe".into(),
-        ));
+        return Err(no_libc("it is statically linked".into()));
     }
     let Some(soname) = dynamic.needed.iter().find(|n| is_libc_name(n)) else {
         return Err(no_libc(format!(
