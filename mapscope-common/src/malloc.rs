@@ -16,7 +16,7 @@ const _: () = assert!(core::mem::size_of::<MallocRecord>() == 16);
 pub struct MallocProcess {
     pub calls: u64,
     pub bytes: u64,
-    /// Command name of the thread whose malloc created the entry, NUL-padded.
+    /// Command name of the thread that called malloc last (so it follows an exec), NUL-padded.
     pub comm: [u8; 16],
 }
 

@@ -49,7 +49,7 @@ fn try_malloc_enter(ctx: &ProbeContext) -> Result<u32, u32> {
             let fresh = MallocProcess {
                 calls: 0,
                 bytes: 0,
-                comm: ctx.command().unwrap_or_default(),
+                comm: [0; 16],
             };
             // NOEXIST: if another thread of the process inserted first, keep its entry (and its
             // counts) and add to it below.
@@ -62,6 +62,13 @@ fn try_malloc_enter(ctx: &ProbeContext) -> Result<u32, u32> {
     unsafe {
         atomic_add(&raw mut (*proc).calls, 1);
         atomic_add(&raw mut (*proc).bytes, size);
+    }
+    // Refreshed on every call: a forked child's first mallocs happen under the parent's name,
+    // and exec keeps the pid, so only the latest name is the right one. A reader may see a
+    // torn name in the rare case two threads with different names race; counts are unaffected.
+    if let Ok(comm) = ctx.command() {
+        // SAFETY: pointer from a successful lookup; a plain 16-byte store.
+        unsafe { (*proc).comm = comm };
     }
     Ok(0)
 }
