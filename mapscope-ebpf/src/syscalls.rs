@@ -133,7 +133,8 @@ fn handled(nr: u64, detail: u64) -> Result<u32, u32> {
     Ok(0)
 }
 
-/// Syscall argument `n` (0-based) from the saved user registers, x86_64 calling convention.
+/// Syscall argument `n` (0, 1 or 2; 2 for anything larger, the handlers need no more) from the
+/// saved user registers, x86_64 calling convention.
 #[inline(always)]
 fn syscall_arg(ctx: &RawTracePointContext, n: usize) -> Result<u64, u32> {
     let regs: *const pt_regs = ctx.arg(0);

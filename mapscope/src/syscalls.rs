@@ -119,7 +119,8 @@ impl Snapshot {
 /// The attached dispatcher and its handlers; dropping it detaches everything and closes the
 /// jump table.
 pub struct SyscallCounter {
-    // Owns the sys_enter link and the handler programs.
+    // Owns the sys_enter link and the handler programs. Declared (so dropped) before `table`:
+    // the dispatcher is detached before the table it jumps through is closed.
     ebpf: Ebpf,
     // Owns the jump table's fd; see dispatch.rs for why it lives outside `ebpf`.
     table: dispatch::DispatchTable,
