@@ -3,6 +3,8 @@
 #![no_std]
 
 pub mod exec;
+pub mod malloc;
+pub mod syscalls;
 pub mod xdp;
 
 /// Implements `aya::Pod` for user space only; the kernel side has no aya dependency.

@@ -8,6 +8,8 @@
 
 mod counter;
 mod exec;
+mod malloc;
+mod syscalls;
 mod xdp;
 
 #[cfg(not(test))]

@@ -59,6 +59,38 @@ pub enum Error {
     #[error("{name} is missing from the eBPF object (build mismatch)")]
     MissingObject { name: &'static str },
 
+    #[error("no process with pid {pid}: pass the pid of a running process (see `ps -e`)")]
+    UnknownPid { pid: u32 },
+
+    #[error("{pid} is a thread of process {tgid}: pass the process id {tgid} instead")]
+    ThreadId { pid: u32, tgid: u32 },
+
+    #[error(
+        "unknown syscall name {name:?}: use an x86_64 syscall name such as openat \
+         (`mapscope syscalls --list` prints them all)"
+    )]
+    UnknownSyscall { name: String },
+
+    #[error(
+        "--comm {comm:?} is {len} bytes but the kernel keeps at most 15 of a command name: \
+         pass the first 15 bytes"
+    )]
+    CommTooLong { comm: String, len: usize },
+
+    #[error(
+        "{target} has no libc to probe ({why}): malloc is counted in a shared libc, so pick a \
+         dynamically linked program or a running process that uses one"
+    )]
+    NoLibc { target: String, why: String },
+
+    #[error(
+        "{what} is only supported on x86_64 (this is {arch}): its syscall numbers are x86_64's"
+    )]
+    UnsupportedArch {
+        what: &'static str,
+        arch: &'static str,
+    },
+
     #[error("{what}")]
     Io {
         what: String,

@@ -8,8 +8,11 @@ pub mod error;
 pub mod exec;
 pub mod iface;
 pub mod loader;
+pub mod malloc;
 pub mod requirements;
 pub mod sinks;
+pub mod syscalls;
+pub mod tgid;
 pub mod xdp;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 //! Addresses come from 10.213.0.0/16 and exist only inside the namespaces the tests create.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod driven;
 pub mod web;
 
 use std::{
@@ -230,21 +231,20 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Compiles `tests/programs/<name>.c` into a fresh file and returns its path. C rather than a
 /// script so the syscalls, execs and mallocs a test counts are exactly the ones the source makes.
 pub fn compile_c(name: &str) -> std::path::PathBuf {
+    compile_c_with(name, &[])
+}
+
+/// [`compile_c`] with extra compiler flags (e.g. `-static -nostdlib` for a program without libc).
+pub fn compile_c_with(name: &str, flags: &[&str]) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/programs")
         .join(format!("{name}.c"));
     let dir = std::env::temp_dir().join(format!("mapscope-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("creating temp dir");
     let out = dir.join(name);
-    run(
-        "cc",
-        &[
-            "-O1",
-            "-Wall",
-            "-o",
-            out.to_str().unwrap(),
-            src.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec!["-O1", "-Wall"];
+    args.extend_from_slice(flags);
+    args.extend(["-o", out.to_str().unwrap(), src.to_str().unwrap()]);
+    run("cc", &args);
     out
 }

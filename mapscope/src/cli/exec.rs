@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mapscope::{
     exec::{Exec, ExecOptions, ExecTracer, Transport, event::SCHEMA_VERSION},
@@ -11,7 +11,7 @@ use mapscope::{
 };
 use regex::Regex;
 
-use super::shutdown::Shutdown;
+use super::{schedule::Schedule, shutdown::Shutdown};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -107,15 +107,10 @@ pub async fn run(cmd: ExecCommand) -> anyhow::Result<()> {
     }
 }
 
-fn interval(secs: f64) -> anyhow::Result<Duration> {
-    super::interval(secs)
-}
-
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let period = interval(args.interval)?;
-    if args.count == Some(0) {
-        bail!("--count must be at least 1 (omit it to run until Ctrl-C)");
-    }
+    // --count here counts events, not reports; Schedule checks both the same way.
+    Schedule::new(args.interval, args.count)?;
+    let period = Duration::from_secs_f64(args.interval);
     let name = args
         .name
         .as_deref()
@@ -228,20 +223,12 @@ fn report_lost(total: u64, last: u64, period: Duration) {
 }
 
 async fn uids(args: UidsArgs) -> anyhow::Result<()> {
-    let period = interval(args.interval)?;
-    if args.count == Some(0) {
-        bail!("--count must be at least 1 (omit it to run until Ctrl-C)");
-    }
+    let schedule = Schedule::new(args.interval, args.count)?;
     let mut shutdown = Shutdown::install()?;
     let tracer =
         ExecTracer::attach(ExecOptions::default()).context("attaching exec tracepoints")?;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let mut done = 0;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => break,
-        }
+    let mut ticks = schedule.start();
+    while ticks.next(&mut shutdown).await {
         let counts = tracer.uid_counts()?;
         if args.json {
             let map: serde_json::Map<String, serde_json::Value> = counts
@@ -259,10 +246,6 @@ async fn uids(args: UidsArgs) -> anyhow::Result<()> {
             } else {
                 println!("{}", line.join("   "));
             }
-        }
-        done += 1;
-        if args.count.is_some_and(|n| done >= n) {
-            break;
         }
     }
     Ok(())

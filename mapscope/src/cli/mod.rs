@@ -1,7 +1,10 @@
-//! Command-line shape: `mapscope <family> <action> [flags]`, one file per family.
+//! Command-line shape: `mapscope <family> [<action>] [flags]`, one file per family.
 
 mod exec;
+mod malloc;
+mod schedule;
 mod shutdown;
+mod syscalls;
 mod xdp;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +24,10 @@ enum Command {
     Xdp(xdp::XdpCommand),
     /// exec tracing: live events, per-uid counts, web-service streaming.
     Exec(exec::ExecCommand),
+    /// Syscall counts per interval through a tail-call dispatcher, like syscount.
+    Syscalls(syscalls::SyscallsArgs),
+    /// malloc calls and bytes per CPU and per process, from a uprobe on libc.
+    Malloc(malloc::MallocArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -28,15 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Xdp(cmd) => xdp::run(cmd).await,
         Command::Exec(cmd) => exec::run(cmd).await,
+        Command::Syscalls(args) => syscalls::run(args).await,
+        Command::Malloc(args) => malloc::run(args).await,
     }
-}
-
-/// Validates an `--interval`: positive and finite, or a one-line error naming the fix.
-fn interval(secs: f64) -> anyhow::Result<std::time::Duration> {
-    if secs.is_nan() || secs <= 0.0 || secs.is_infinite() {
-        anyhow::bail!(
-            "--interval must be a positive number of seconds (e.g. --interval 2), got {secs}"
-        );
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
 }

@@ -1,6 +1,6 @@
 //! `mapscope xdp stats`: live per-action packet and byte statistics of one interface.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mapscope::{
     iface::Interface,
@@ -10,7 +10,7 @@ use mapscope::{
     },
 };
 
-use super::shutdown::Shutdown;
+use super::{schedule::Schedule, shutdown::Shutdown};
 
 #[derive(Debug, Subcommand)]
 pub enum XdpCommand {
@@ -47,10 +47,7 @@ pub async fn run(cmd: XdpCommand) -> anyhow::Result<()> {
 }
 
 async fn stats(args: StatsArgs) -> anyhow::Result<()> {
-    let interval = super::interval(args.interval)?;
-    if args.count == Some(0) {
-        bail!("--count must be at least 1 (omit it to run until Ctrl-C)");
-    }
+    let schedule = Schedule::new(args.interval, args.count)?;
     let iface = Interface::resolve(args.iface.as_deref())?;
     let mut shutdown = Shutdown::install()?;
     let stats = XdpStats::attach(&iface, args.mode)
@@ -64,13 +61,8 @@ async fn stats(args: StatsArgs) -> anyhow::Result<()> {
     }
 
     let mut prev = stats.snapshot()?;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    let mut done = 0u64;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => break,
-        }
+    let mut ticks = schedule.start();
+    while ticks.next(&mut shutdown).await {
         let cur = stats.snapshot()?;
         let report = Interval::between(&iface.name, args.mode.as_str(), &prev, &cur);
         if args.json {
@@ -79,10 +71,6 @@ async fn stats(args: StatsArgs) -> anyhow::Result<()> {
             println!("{}", report.table(args.map));
         }
         prev = cur;
-        done += 1;
-        if args.count.is_some_and(|n| done >= n) {
-            break;
-        }
     }
     // Dropping `stats` detaches the program before we return.
     drop(stats);
