@@ -11,7 +11,10 @@ use mapscope::{
 };
 use regex::Regex;
 
-use super::{schedule::Schedule, shutdown::Shutdown};
+use super::{
+    schedule::{Schedule, ScheduleArgs},
+    shutdown::Shutdown,
+};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -89,12 +92,8 @@ struct PostArgs {
 
 #[derive(Debug, Args)]
 struct UidsArgs {
-    /// Seconds between reports.
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
-    interval: f64,
-    /// Stop after this many reports.
-    #[arg(long)]
-    count: Option<u64>,
+    #[command(flatten)]
+    every: ScheduleArgs,
     /// One JSON object per interval.
     #[arg(long)]
     json: bool,
@@ -223,7 +222,7 @@ fn report_lost(total: u64, last: u64, period: Duration) {
 }
 
 async fn uids(args: UidsArgs) -> anyhow::Result<()> {
-    let schedule = Schedule::new(args.interval, args.count)?;
+    let schedule = args.every.schedule()?;
     let mut shutdown = Shutdown::install()?;
     let tracer =
         ExecTracer::attach(ExecOptions::default()).context("attaching exec tracepoints")?;

@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use mapscope::malloc::{MallocStats, Target, report};
 
-use super::{schedule::Schedule, shutdown::Shutdown};
+use super::{schedule::ScheduleArgs, shutdown::Shutdown};
 
 #[derive(Debug, Args)]
 pub struct MallocArgs {
@@ -19,19 +19,15 @@ pub struct MallocArgs {
     /// Rows in the process table.
     #[arg(long, short = 'T', default_value_t = 10)]
     top: usize,
-    /// Seconds between reports (fractions allowed).
-    #[arg(long, short, default_value_t = 2.0, allow_negative_numbers = true)]
-    interval: f64,
-    /// Stop after this many intervals [default: run until Ctrl-C/SIGTERM].
-    #[arg(long)]
-    count: Option<u64>,
+    #[command(flatten)]
+    every: ScheduleArgs,
     /// One JSON object per interval instead of tables.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: MallocArgs) -> anyhow::Result<()> {
-    let schedule = Schedule::new(args.interval, args.count)?;
+    let schedule = args.every.schedule()?;
     if args.top == 0 {
         bail!("--top must be at least 1");
     }
@@ -48,18 +44,20 @@ pub async fn run(args: MallocArgs) -> anyhow::Result<()> {
     if !args.json {
         eprintln!("mapscope: counting malloc in {libc} for {described}; Ctrl-C to stop");
     }
-    let mut prev = stats.snapshot()?;
-    let mut ticks = schedule.start();
-    while ticks.next(&mut shutdown).await {
-        let cur = stats.snapshot()?;
-        let interval = report::Interval::between(&libc, &described, &prev, &cur, args.top);
-        if args.json {
-            println!("{}", interval.json());
-        } else {
-            println!("{}", interval.table());
-        }
-        prev = cur;
-    }
+    schedule
+        .print_deltas(
+            &mut shutdown,
+            || Ok(stats.snapshot()?),
+            |prev, cur| {
+                let interval = report::Interval::between(&libc, &described, prev, cur, args.top);
+                if args.json {
+                    interval.json().to_string()
+                } else {
+                    interval.table()
+                }
+            },
+        )
+        .await?;
     // Dropping the stats detaches the uprobe.
     drop(stats);
     Ok(())

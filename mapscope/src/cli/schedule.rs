@@ -8,6 +8,24 @@ use tokio::time::{Instant, Interval};
 
 use super::shutdown::Shutdown;
 
+/// `--interval` and `--count`, flattened into every view that reports once per interval.
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// Seconds between reports (fractions allowed).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub interval: f64,
+    /// Stop after this many intervals [default: run until Ctrl-C/SIGTERM].
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+impl ScheduleArgs {
+    /// Validates the flags into a [`Schedule`].
+    pub fn schedule(&self) -> anyhow::Result<Schedule> {
+        Schedule::new(self.interval, self.count)
+    }
+}
+
 /// When to report and when to stop.
 #[derive(Clone, Copy, Debug)]
 pub struct Schedule {
@@ -31,6 +49,24 @@ impl Schedule {
             every: Duration::from_secs_f64(interval_secs),
             count,
         })
+    }
+
+    /// The loop of every delta view: a snapshot now and one per tick, printing what `render`
+    /// makes of each consecutive pair, until `--count` or a signal.
+    pub async fn print_deltas<S>(
+        self,
+        shutdown: &mut Shutdown,
+        mut snapshot: impl FnMut() -> anyhow::Result<S>,
+        mut render: impl FnMut(&S, &S) -> String,
+    ) -> anyhow::Result<()> {
+        let mut prev = snapshot()?;
+        let mut ticks = self.start();
+        while ticks.next(shutdown).await {
+            let cur = snapshot()?;
+            println!("{}", render(&prev, &cur));
+            prev = cur;
+        }
+        Ok(())
     }
 
     /// Starts the clock: the first report is due one interval from now.

@@ -9,7 +9,7 @@ use mapscope::{
 };
 use mapscope_common::syscalls::{HANDLED_SLOTS, SYSCALL_SLOTS};
 
-use super::{schedule::Schedule, shutdown::Shutdown};
+use super::{schedule::ScheduleArgs, shutdown::Shutdown};
 
 #[derive(Debug, Args)]
 pub struct SyscallsArgs {
@@ -27,12 +27,8 @@ pub struct SyscallsArgs {
     /// Rows in the top table.
     #[arg(long, short = 'T', default_value_t = 10)]
     top: usize,
-    /// Seconds between reports (fractions allowed).
-    #[arg(long, short, default_value_t = 2.0, allow_negative_numbers = true)]
-    interval: f64,
-    /// Stop after this many intervals [default: run until Ctrl-C/SIGTERM].
-    #[arg(long)]
-    count: Option<u64>,
+    #[command(flatten)]
+    every: ScheduleArgs,
     /// One JSON object per interval instead of tables.
     #[arg(long)]
     json: bool,
@@ -46,7 +42,7 @@ pub async fn run(args: SyscallsArgs) -> anyhow::Result<()> {
         print!("{}", report::list());
         return Ok(());
     }
-    let schedule = Schedule::new(args.interval, args.count)?;
+    let schedule = args.every.schedule()?;
     if args.top == 0 {
         bail!("--top must be at least 1");
     }
@@ -70,18 +66,20 @@ pub async fn run(args: SyscallsArgs) -> anyhow::Result<()> {
              table ({HANDLED_SLOTS} syscalls with dedicated handlers); Ctrl-C to stop"
         );
     }
-    let mut prev = counter.snapshot()?;
-    let mut ticks = schedule.start();
-    while ticks.next(&mut shutdown).await {
-        let cur = counter.snapshot()?;
-        let interval = report::Interval::between(&described, &prev, &cur, &only, args.top);
-        if args.json {
-            println!("{}", interval.json());
-        } else {
-            println!("{}", interval.table());
-        }
-        prev = cur;
-    }
+    schedule
+        .print_deltas(
+            &mut shutdown,
+            || Ok(counter.snapshot()?),
+            |prev, cur| {
+                let interval = report::Interval::between(&described, prev, cur, &only, args.top);
+                if args.json {
+                    interval.json().to_string()
+                } else {
+                    interval.table()
+                }
+            },
+        )
+        .await?;
     // Dropping the counter detaches the dispatcher and closes the jump table.
     drop(counter);
     Ok(())

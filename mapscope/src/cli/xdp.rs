@@ -10,7 +10,7 @@ use mapscope::{
     },
 };
 
-use super::{schedule::Schedule, shutdown::Shutdown};
+use super::{schedule::ScheduleArgs, shutdown::Shutdown};
 
 #[derive(Debug, Subcommand)]
 pub enum XdpCommand {
@@ -26,18 +26,14 @@ pub struct StatsArgs {
     /// skb (generic, works everywhere) or native (in the driver, needs driver support).
     #[arg(long, value_enum, default_value_t = AttachMode::Skb)]
     mode: AttachMode,
-    /// Seconds between reports (fractions allowed).
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
-    interval: f64,
     /// Which map the table shows: the atomic Array or the summed PerCpuArray.
     #[arg(long, value_enum, default_value_t = MapChoice::Array)]
     map: MapChoice,
     /// One JSON object per interval (both maps) instead of a table.
     #[arg(long)]
     json: bool,
-    /// Stop after this many intervals [default: run until Ctrl-C/SIGTERM].
-    #[arg(long)]
-    count: Option<u64>,
+    #[command(flatten)]
+    every: ScheduleArgs,
 }
 
 pub async fn run(cmd: XdpCommand) -> anyhow::Result<()> {
@@ -47,7 +43,7 @@ pub async fn run(cmd: XdpCommand) -> anyhow::Result<()> {
 }
 
 async fn stats(args: StatsArgs) -> anyhow::Result<()> {
-    let schedule = Schedule::new(args.interval, args.count)?;
+    let schedule = args.every.schedule()?;
     let iface = Interface::resolve(args.iface.as_deref())?;
     let mut shutdown = Shutdown::install()?;
     let stats = XdpStats::attach(&iface, args.mode)
@@ -60,18 +56,20 @@ async fn stats(args: StatsArgs) -> anyhow::Result<()> {
         );
     }
 
-    let mut prev = stats.snapshot()?;
-    let mut ticks = schedule.start();
-    while ticks.next(&mut shutdown).await {
-        let cur = stats.snapshot()?;
-        let report = Interval::between(&iface.name, args.mode.as_str(), &prev, &cur);
-        if args.json {
-            println!("{}", report.json());
-        } else {
-            println!("{}", report.table(args.map));
-        }
-        prev = cur;
-    }
+    schedule
+        .print_deltas(
+            &mut shutdown,
+            || Ok(stats.snapshot()?),
+            |prev, cur| {
+                let report = Interval::between(&iface.name, args.mode.as_str(), prev, cur);
+                if args.json {
+                    report.json().to_string()
+                } else {
+                    report.table(args.map)
+                }
+            },
+        )
+        .await?;
     // Dropping `stats` detaches the program before we return.
     drop(stats);
     Ok(())
