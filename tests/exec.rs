@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{compile_c, require_root, web::TestServer};
+use harness::{BIN, assert_one_line_error, compile_c, require_root, unprivileged, web::TestServer};
 use mapscope::exec::{
     EventStream, Exec, ExecOptions, ExecTracer, Transport, event::TRUNCATION_MARKER,
 };
@@ -24,8 +24,6 @@ use tokio::{
     process::ChildStdout,
     time::timeout,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_mapscope");
 
 fn probe() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
@@ -437,33 +435,10 @@ fn cli_bad_input_is_one_line() {
     ];
     for (args, needle) in cases {
         let out = Command::new(BIN).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let lines: Vec<&str> = stderr.trim_end().lines().collect();
-        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
-        assert!(
-            lines[0].starts_with("error: ") && lines[0].contains(needle),
-            "{args:?}: {stderr}"
-        );
+        assert_one_line_error(&out, needle);
     }
-    let out = Command::new("setpriv")
-        .args([
-            "--inh-caps=-all",
-            "--ambient-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            BIN,
-            "exec",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && stderr.contains("missing privileges")
-            && stderr.lines().count() == 1,
-        "{stderr}"
-    );
+    let out = unprivileged(&["exec"]);
+    assert_one_line_error(&out, "missing privileges");
 }
 
 // ---- the web-service sink ------------------------------------------------------------------

@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use harness::{compile_c, compile_c_with, driven::Driven, require_root};
+use harness::{
+    BIN, assert_one_line_error, compile_c, compile_c_with, driven::Driven, require_root,
+    unprivileged,
+};
 use mapscope::{
     Error,
     malloc::{
@@ -22,7 +25,6 @@ use mapscope::{
 };
 use mapscope_common::malloc::MallocRecord;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mapscope");
 /// Small, odd, page-sized and mmap-sized (above glibc's 128 KiB threshold) requests.
 const SIZES: [u64; 5] = [16, 100, 4096, 200_000, 1];
 
@@ -263,15 +265,6 @@ fn cli_json_reports_the_pid_exactly_and_stops_on_sigterm() {
     assert_eq!(total, want);
 }
 
-fn assert_one_line_error(out: &std::process::Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    let lines: Vec<&str> = stderr.trim_end().lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(needle), "missing {needle:?} in: {stderr}");
-}
-
 #[test]
 fn cli_bad_input_fails_with_one_line_naming_the_fix() {
     require_root();
@@ -298,18 +291,6 @@ fn cli_bad_input_fails_with_one_line_naming_the_fix() {
 #[test]
 fn cli_without_privileges_fails_with_one_line() {
     require_root();
-    let out = Command::new("setpriv")
-        .args([
-            "--inh-caps=-all",
-            "--ambient-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            BIN,
-            "malloc",
-            "--count",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let out = unprivileged(&["malloc", "--count", "1"]);
     assert_one_line_error(&out, "missing privileges");
 }

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{compile_c, driven::Driven, require_root};
+use harness::{BIN, assert_one_line_error, compile_c, driven::Driven, require_root, unprivileged};
 use mapscope::{
     Error,
     syscalls::{Selection, Snapshot, SyscallCounter, names, program_for},
@@ -21,8 +21,6 @@ use mapscope::{
 use mapscope_common::syscalls::{
     FILTER_COMM, FILTER_TGID, Filter, Handled, HandlerRecord, SYSCALL_SLOTS,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_mapscope");
 
 fn program() -> &'static PathBuf {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
@@ -397,15 +395,6 @@ fn cli_tables_count_and_list() {
     );
 }
 
-fn assert_one_line_error(out: &std::process::Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    let lines: Vec<&str> = stderr.trim_end().lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(needle), "missing {needle:?} in: {stderr}");
-}
-
 #[test]
 fn cli_bad_input_fails_with_one_line_naming_the_fix() {
     require_root();
@@ -450,18 +439,6 @@ fn library_refuses_unknown_pid_before_loading() {
 #[test]
 fn cli_without_privileges_fails_with_one_line() {
     require_root();
-    let out = Command::new("setpriv")
-        .args([
-            "--inh-caps=-all",
-            "--ambient-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            BIN,
-            "syscalls",
-            "--count",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let out = unprivileged(&["syscalls", "--count", "1"]);
     assert_one_line_error(&out, "missing privileges");
 }

@@ -9,15 +9,13 @@ use std::{
     time::Duration,
 };
 
-use harness::{NetnsPair, RX_IFACE, wait_until};
+use harness::{BIN, NetnsPair, RX_IFACE, assert_one_line_error, wait_until};
 use mapscope::{
     Error,
     iface::Interface,
     xdp::{AttachMode, Snapshot, XdpStats},
 };
 use mapscope_common::xdp::{StatsRecord, XdpAction};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mapscope");
 
 fn attach(pair: &NetnsPair, mode: AttachMode) -> Result<XdpStats, Error> {
     pair.in_rx(|| XdpStats::attach(&Interface::resolve(Some(RX_IFACE))?, mode))
@@ -119,15 +117,6 @@ fn cli(pair: &NetnsPair, prefix: &[&str], args: &[&str]) -> Command {
         .arg(BIN)
         .args(args);
     cmd
-}
-
-fn assert_one_line_error(out: &std::process::Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    let lines: Vec<&str> = stderr.trim_end().lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(needle), "missing {needle:?} in: {stderr}");
 }
 
 #[test]

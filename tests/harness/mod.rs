@@ -28,6 +28,35 @@ const NS_PREFIX: &str = "msc-";
 /// Ethernet + IPv4 + UDP headers in front of a UDP payload on the veth.
 pub const UDP_FRAME_OVERHEAD: usize = 14 + 20 + 8;
 
+/// The mapscope binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mapscope");
+
+/// Asserts a failed run printed exactly one line, `error: …` containing `needle` (the fix).
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "missing {needle:?} in: {stderr}");
+}
+
+/// Runs `mapscope ARGS` as root with every capability dropped (what "missing privileges" means
+/// to the kernel), via setpriv.
+pub fn unprivileged(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            BIN,
+        ])
+        .args(args)
+        .output()
+        .expect("running setpriv")
+}
+
 /// Panics unless running as root: these tests load programs into the running kernel.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
