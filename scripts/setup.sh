@@ -14,11 +14,11 @@ fi
 if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 
 # --- Debian packages -------------------------------------------------------------------------
-# llvm-22-dev & co: bpf-linker links against LLVM 22. iproute2/iputils-ping: netns tests.
+# llvm-22-dev & co: bpf-linker links against LLVM 22. iproute2/iputils-ping/procps (sysctl): netns tests.
 # bpftool: cross-checks and the test harness's "nothing left attached" assertions.
 # util-linux: setpriv for the privilege test. python3: the test web service.
 # gcc/libc6-dev: tests compile small C programs (tests/programs/) whose syscalls and mallocs are exact.
-PKGS=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping bpftool util-linux python3 ca-certificates gcc libc6-dev)
+PKGS=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping procps bpftool util-linux python3 ca-certificates gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
