@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{BIN, NetnsPair, RX_IFACE, assert_one_line_error, wait_until};
+use harness::{BIN, NetnsPair, RX_IFACE, assert_one_line_error, run, wait_until};
 use mapscope::{
     Error,
     iface::Interface,
@@ -207,7 +207,7 @@ fn cli_count_prints_that_many_tables() {
 #[test]
 fn cli_bad_input_fails_with_one_line_and_attaches_nothing() {
     let pair = NetnsPair::new("bad");
-    let cases: [(&[&str], &[&str], &str); 4] = [
+    let cases: [(&[&str], &[&str], &str); 6] = [
         (
             &[],
             &["xdp", "stats", "--iface", "nosuch0", "--count", "1"],
@@ -234,12 +234,30 @@ fn cli_bad_input_fails_with_one_line_and_attaches_nothing() {
             &["xdp", "stats", "--iface", RX_IFACE, "--count", "1"],
             "missing privileges",
         ),
+        // Loopback has no native XDP: the driver refuses, and the message names the fix.
+        (
+            &[],
+            &[
+                "xdp", "stats", "--iface", "lo", "--mode", "native", "--count", "1",
+            ],
+            "the driver of lo does not support native XDP: use --mode skb",
+        ),
+        (
+            &[],
+            &["xdp", "stats", "--iface", RX_IFACE, "--count", "0"],
+            "--count must be at least 1",
+        ),
     ];
     for (prefix, args, needle) in cases {
         let out = cli(&pair, prefix, args).output().unwrap();
         assert_one_line_error(&out, needle);
         assert!(!pair.rx_has_xdp(), "{args:?} left a program attached");
     }
+    let lo = run("ip", &["-n", &pair.rx, "-d", "link", "show", "lo"]);
+    assert!(
+        !String::from_utf8_lossy(&lo.stdout).contains("xdp"),
+        "left XDP on lo"
+    );
 }
 
 #[test]
