@@ -300,8 +300,7 @@ fn count_uid(uid: u32) {
 
 fn count_lost() {
     if let Some(c) = EXEC_LOST.get_ptr_mut(0) {
-        // SAFETY: live per-CPU value. Locked add even so: syscall tracepoint programs can be
-        // preempted on preemptible kernels (see syscalls.rs), and losses must be exact.
-        unsafe { atomic_add(c, 1) };
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
     }
 }

