@@ -111,7 +111,8 @@ fn on_enter(
         return Ok(());
     }
     let ev = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
-    // SAFETY: per-CPU scratch value; syscall tracepoint programs don't nest on one CPU.
+    // SAFETY: per-CPU scratch value. Syscall tracepoint programs run with preemption disabled
+    // (see syscalls.rs) and don't nest on one CPU, so no other exec can touch it meanwhile.
     let ev = unsafe { &mut *ev };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     ev.ktime_ns = unsafe { bpf_ktime_get_ns() };

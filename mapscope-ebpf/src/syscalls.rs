@@ -3,8 +3,9 @@
 //! to a per-syscall program. The handlers count; the dispatcher only counts what went wrong.
 //!
 //! Per-CPU maps are updated with plain adds: BPF programs on the syscall tracepoints run with
-//! preemption disabled and the kernel does not nest one program on a CPU, so nothing else
-//! touches this CPU's slot meanwhile.
+//! preemption disabled (even since syscall tracepoints became faultable in 6.x, the kernel wraps
+//! perf and BPF syscall probes in `guard(preempt_notrace)`, because per-CPU data needs it), and
+//! the kernel does not nest one program on a CPU, so nothing else touches this CPU's slot.
 
 use aya_ebpf::{
     EbpfContext as _,
