@@ -206,6 +206,31 @@ impl SyscallCounter {
         self.table.view()
     }
 
+    /// Fault injection, for testing the failure path: empties the jump-table slot of syscall
+    /// `nr`, so every call of it that passes the filter fails its tail call from now on and is
+    /// counted in [`Snapshot::tail_call_failed`] instead of under `nr` (nor in a dedicated
+    /// handler's counters). [`Self::restore_dispatch_slot`] undoes it. mapscope itself never
+    /// calls this; a healthy table has every slot filled.
+    pub fn empty_dispatch_slot(&mut self, nr: u32) -> Result<()> {
+        self.table.clear(nr)
+    }
+
+    /// Puts the program [`program_for`] names back in the jump-table slot of syscall `nr`,
+    /// undoing [`Self::empty_dispatch_slot`]; counting of `nr` resumes with its next call.
+    pub fn restore_dispatch_slot(&mut self, nr: u32) -> Result<()> {
+        let name = program_for(nr);
+        let prog: &RawTracePoint = self
+            .ebpf
+            .program(name)
+            .ok_or(Error::MissingObject { name })?
+            .try_into()
+            .map_err(|source| Error::Program { name, source })?;
+        let fd = prog
+            .fd()
+            .map_err(|source| Error::Program { name, source })?;
+        self.table.set(nr, fd)
+    }
+
     /// Reads every counter now.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let counts_map = self.percpu::<u64>(MAP_COUNTS)?;

@@ -69,6 +69,31 @@ impl DispatchTable {
         Ok(Self { map, programs })
     }
 
+    /// Empties slot `nr`: a tail call through it fails from now on. Fault injection only, see
+    /// [`super::SyscallCounter::empty_dispatch_slot`].
+    pub(super) fn clear(&mut self, nr: u32) -> Result<()> {
+        let map_err = |source| Error::Map {
+            name: MAP_DISPATCH,
+            source,
+        };
+        ProgramArray::try_from(&mut self.map)
+            .map_err(map_err)?
+            .clear_index(&nr)
+            .map_err(map_err)
+    }
+
+    /// Puts `fd` (one of the programs given to [`Self::fill`]) back in slot `nr`.
+    pub(super) fn set(&mut self, nr: u32, fd: &ProgramFd) -> Result<()> {
+        let map_err = |source| Error::Map {
+            name: MAP_DISPATCH,
+            source,
+        };
+        ProgramArray::try_from(&mut self.map)
+            .map_err(map_err)?
+            .set(nr, fd, 0)
+            .map_err(map_err)
+    }
+
     /// Reads every slot back from the kernel.
     pub(super) fn view(&self) -> Result<TableView> {
         let Map::ProgramArray(data) = &self.map else {
