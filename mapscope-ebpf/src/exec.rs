@@ -67,7 +67,9 @@ const EXIT_RET: usize = 16;
 
 #[tracepoint]
 pub fn exec_enter(ctx: TracePointContext) -> u32 {
-    let _ = on_enter(&ctx, ExecSyscall::Execve, EXECVE_FILENAME, EXECVE_ARGV);
+    if on_enter(&ctx, ExecSyscall::Execve, EXECVE_FILENAME, EXECVE_ARGV).is_err() {
+        count_lost();
+    }
     0
 }
 
@@ -94,6 +96,8 @@ pub fn execat_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Captures the event; an `Err` (a failed read of the tracepoint record or a missing map entry)
+/// means it could not be, and the caller counts it as lost.
 fn on_enter(
     ctx: &TracePointContext,
     syscall: ExecSyscall,
@@ -154,6 +158,11 @@ fn on_enter(
     let argv: *const *const u8 = unsafe { ctx.read_at(argv_off) }.map_err(i64::from)?;
     read_args(ev, argv);
 
+    // Two threads of one process exec'ing at once share the tgid key: the later one replaces
+    // the earlier, whose event is then counted as lost rather than vanishing.
+    if EXEC_INFLIGHT.get_ptr(tgid).is_some() {
+        count_lost();
+    }
     if park(tgid, ev).is_err() {
         count_lost();
     }
