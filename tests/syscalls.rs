@@ -1,7 +1,7 @@
 //! Syscall counting through the tail-call dispatcher against the running kernel: a test program
 //! (tests/programs/syscalls.c) makes an exact set of syscalls in a window, and the counts for
-//! it must be exact — per syscall, in the dedicated handlers' own counters, and with the
-//! jump table still populated after a delay.
+//! it must be exact — per syscall, in the dedicated handlers' own counters, with the jump
+//! table still populated after a delay, and as failed tail calls when a slot is emptied.
 
 mod harness;
 
@@ -274,6 +274,57 @@ fn dispatch_table_stays_populated_for_the_whole_run() {
         ],
     );
     assert_eq!(handler_delta(&s0, &s1, Handled::TimerDelete).calls, 3);
+}
+
+#[test]
+fn emptied_slot_counts_each_call_as_a_failed_tail_call_and_restoring_it_resumes_counting() {
+    const N: u64 = 13;
+    let personality = nr("personality");
+    let mut child = Driven::spawn(program(), &["msc-tcfail", &format!("personality:{N}")]);
+    let mut counter = attach(pid_filter(child.pid()));
+
+    // Fault injection: personality's slot goes empty, every other slot stays as it was.
+    counter.empty_dispatch_slot(personality).unwrap();
+    let view = counter.dispatch_table().unwrap();
+    assert_eq!(view.program(personality), None);
+    assert_eq!(view.populated(), SYSCALL_SLOTS as usize - 1);
+    for n in (0..SYSCALL_SLOTS).filter(|&n| n != personality) {
+        assert_eq!(view.program(n), Some(program_for(n)), "slot {n}");
+    }
+
+    let s0 = counter.snapshot().unwrap();
+    assert_eq!(s0.dispatch_populated, SYSCALL_SLOTS as usize - 1);
+    child.window(b'g');
+    let s1 = counter.snapshot().unwrap();
+    assert_eq!(
+        s1.tail_call_failed - s0.tail_call_failed,
+        N,
+        "every personality call is a failed tail call"
+    );
+    assert_eq!(delta(&s0, &s1, "personality"), 0, "personality not counted");
+    assert_eq!(s1.out_of_range, s0.out_of_range);
+    // The window's other syscalls still reach their handlers.
+    assert_eq!(
+        deltas(&s0, &s1),
+        [("read".to_string(), 1), ("write".to_string(), 1)]
+    );
+    let table = mapscope::syscalls::report::Interval::between("x", &s0, &s1, &[], 10).table();
+    assert!(
+        table.contains(&format!("tail calls failed: {N} ")),
+        "{table}"
+    );
+    assert!(table.contains("WARNING: only 511 of 512"), "{table}");
+
+    counter.restore_dispatch_slot(personality).unwrap();
+    let view = counter.dispatch_table().unwrap();
+    assert_eq!(view.program(personality), Some("sc_default"));
+    assert_eq!(view.populated(), SYSCALL_SLOTS as usize);
+    child.window(b'g');
+    let s2 = counter.snapshot().unwrap();
+    // Exact counts again, and no new failed tail call (assert_window checks both).
+    assert_window(&s1, &s2, &[("personality", N)]);
+    assert_eq!(s2.dispatch_populated, SYSCALL_SLOTS as usize);
+    assert!(child.finish().success());
 }
 
 /// Reads the CLI's stdout line by line on a thread, so the test can wait for lines.
