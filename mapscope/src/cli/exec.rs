@@ -158,25 +158,25 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         println!("{}", Exec::header());
     }
 
+    let mut out = Outputs {
+        name,
+        failed: args.failed,
+        json: args.json,
+        print,
+        count: args.count,
+        shown: 0,
+    };
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let (mut seen, mut shown, mut last_lost) = (0u64, 0u64, 0u64);
+    let (mut seen, mut last_lost, mut drain) = (0u64, 0u64, true);
     loop {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 seen += 1;
-                if args.failed && ev.ret == 0 { continue; }
-                if let Some(re) = &name && !re.is_match(&ev.comm) && !re.is_match(&ev.filename) {
-                    continue;
+                if out.handle(ev, sink.as_ref()).await? {
+                    drain = false;
+                    break;
                 }
-                if print {
-                    if args.json { println!("{}", ev.json()); } else { println!("{}", ev.line()); }
-                }
-                if let Some(sink) = &sink {
-                    sink.send(ev.json()).await?;
-                }
-                shown += 1;
-                if args.count.is_some_and(|n| shown >= n) { break; }
             }
             _ = ticker.tick() => {
                 let lost = tracer.lost()?;
@@ -195,18 +195,67 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         }
     }
     let lost = tracer.lost()?;
+    // Detach first so nothing new arrives, then hand on what the kernel already captured:
+    // stopping must not throw away events sitting in the buffers or the channel.
+    drop(tracer);
+    if drain {
+        while let Ok(Some(ev)) = tokio::time::timeout(DRAIN_QUIET, events.recv()).await {
+            if out.handle(ev, sink.as_ref()).await? {
+                break;
+            }
+        }
+    }
     report_lost(lost, last_lost, period);
     drop(events);
-    drop(tracer);
     if let Some(sink) = sink {
         sink.set_lost(lost);
-        let s = sink.finish().await;
+        let s = sink.finish().await?;
         eprintln!(
-            "mapscope: posted {} events; {} spooled for later; {} dropped at the spool limit",
-            s.delivered, s.spooled, s.dropped
+            "mapscope: posted {} events; {} spooled for later; {} dropped at the spool limit; {} rejected by the service",
+            s.delivered, s.spooled, s.dropped, s.rejected
         );
     }
     Ok(())
+}
+
+/// How long the buffers must stay empty before shutdown stops draining them.
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
+/// Filters each event, then prints it and/or queues it for the web service.
+struct Outputs {
+    name: Option<Regex>,
+    failed: bool,
+    json: bool,
+    print: bool,
+    count: Option<u64>,
+    shown: u64,
+}
+
+impl Outputs {
+    /// Handles one event; true once `--count` events have been shown.
+    async fn handle(&mut self, ev: Exec, sink: Option<&HttpSink>) -> anyhow::Result<bool> {
+        if self.failed && ev.ret == 0 {
+            return Ok(false);
+        }
+        if let Some(re) = &self.name
+            && !re.is_match(&ev.comm)
+            && !re.is_match(&ev.filename)
+        {
+            return Ok(false);
+        }
+        if self.print {
+            if self.json {
+                println!("{}", ev.json());
+            } else {
+                println!("{}", ev.line());
+            }
+        }
+        if let Some(sink) = sink {
+            sink.send(ev.json()).await?;
+        }
+        self.shown += 1;
+        Ok(self.count.is_some_and(|n| self.shown >= n))
+    }
 }
 
 /// One stderr line when the kernel could not deliver events since the last report.

@@ -8,6 +8,10 @@ use tokio::time::{Instant, Interval};
 
 use super::shutdown::Shutdown;
 
+/// Longest interval accepted: a day is already past any live view's use, and far below where
+/// `Duration` arithmetic could overflow.
+const MAX_INTERVAL_SECS: f64 = 86_400.0;
+
 /// `--interval` and `--count`, flattened into every view that reports once per interval.
 #[derive(Debug, clap::Args)]
 pub struct ScheduleArgs {
@@ -40,6 +44,11 @@ impl Schedule {
             bail!(
                 "--interval must be a positive number of seconds (e.g. --interval 2), \
                  got {interval_secs}"
+            );
+        }
+        if interval_secs > MAX_INTERVAL_SECS {
+            bail!(
+                "--interval must be at most {MAX_INTERVAL_SECS} seconds (one day), got {interval_secs}"
             );
         }
         if count == Some(0) {
@@ -111,6 +120,8 @@ mod tests {
             let err = Schedule::new(bad, None).unwrap_err().to_string();
             assert!(err.starts_with("--interval must be a positive"), "{err}");
         }
+        let err = Schedule::new(1e20, None).unwrap_err().to_string();
+        assert!(err.starts_with("--interval must be at most 86400"), "{err}");
         let err = Schedule::new(1.0, Some(0)).unwrap_err().to_string();
         assert!(err.starts_with("--count must be at least 1"), "{err}");
         assert!(Schedule::new(0.1, Some(3)).is_ok());
