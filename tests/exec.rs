@@ -470,6 +470,20 @@ async fn start_posting(uid: u32, url: &str, spool: &Path, extra: &[&str]) -> Cli
     cli
 }
 
+/// Batch files waiting in a spool directory (not the lock file or anything else there).
+fn spooled_batches(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count()
+}
+
 /// Execs the probe as `uid` with `seq-I` as its argument, for each I in `range`.
 fn exec_seq(uid: u32, range: std::ops::Range<usize>) {
     for i in range {
@@ -541,7 +555,7 @@ async fn web_service_outage_is_spooled_and_replayed_in_order() {
     // Down long enough for the retries to give up and the batches to reach the disk spool.
     let on_disk = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
-        std::fs::read_dir(spool.path()).unwrap().count() > 0
+        spooled_batches(spool.path()) > 0
     });
     assert!(on_disk, "nothing was spooled to disk during the outage");
     server.restart().await;
@@ -555,11 +569,7 @@ async fn web_service_outage_is_spooled_and_replayed_in_order() {
         stderr.contains("posted 12 events; 0 spooled for later; 0 dropped"),
         "{stderr}"
     );
-    assert_eq!(
-        std::fs::read_dir(spool.path()).unwrap().count(),
-        0,
-        "spool not emptied"
-    );
+    assert_eq!(spooled_batches(spool.path()), 0, "spool not emptied");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -610,4 +620,141 @@ async fn spool_limit_drops_and_counts_and_spool_survives_restart() {
     let (status, stderr) = cli.stop().await;
     assert!(status.success());
     assert!(stderr.contains("from an earlier run"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seq_grows_across_restarts_and_foreign_spool_files_are_left_alone() {
+    let uid = 61024;
+    let server = TestServer::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    for name in ["5.json", "notes.txt"] {
+        std::fs::write(spool.path().join(name), b"not ours").unwrap();
+    }
+    for (run, range) in [(0, 0..2), (1, 2..4)] {
+        let cli = start_posting(uid, &server.url(), spool.path(), &["--batch-max", "1"]).await;
+        exec_seq(uid, range.clone());
+        wait_events(&server, range.end).await;
+        let (status, stderr) = cli.stop().await;
+        assert!(status.success(), "run {run}: {stderr}");
+    }
+    assert_in_order(&server.events(), 4);
+    let seqs: Vec<u64> = server
+        .bodies()
+        .iter()
+        .map(|b| b["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq must grow across restarts: {seqs:?}"
+    );
+    for name in ["5.json", "notes.txt"] {
+        assert_eq!(
+            std::fs::read(spool.path().join(name)).unwrap(),
+            b"not ours",
+            "{name} was touched"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_spool_batch_is_set_aside_not_retried_forever() {
+    let uid = 61025;
+    let server = TestServer::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    // Named like a batch, but a directory: reading it fails.
+    std::fs::create_dir(spool.path().join("00000000000000000001-1.json")).unwrap();
+    let cli = start_posting(uid, &server.url(), spool.path(), &[]).await;
+    exec_seq(uid, 0..2);
+    assert_in_order(&wait_events(&server, 2).await, 2);
+    let (status, stderr) = timeout(Duration::from_secs(10), cli.stop())
+        .await
+        .expect("shutdown hung");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("set aside as") && stderr.contains(".bad"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("posted 2 events; 0 spooled for later; 1 dropped"),
+        "{stderr}"
+    );
+    assert!(spool.path().join("00000000000000000001-1.bad").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_batch_is_kept_aside_and_the_rest_still_flows() {
+    let uid = 61026;
+    let server = TestServer::start().await;
+    server.reject_containing("reject-me");
+    let spool = tempfile::tempdir().unwrap();
+    let cli = start_posting(uid, &server.url(), spool.path(), &["--batch-max", "1"]).await;
+    exec_seq(uid, 0..2);
+    exec_as(uid, probe(), &["reject-me"]);
+    exec_seq(uid, 2..4);
+    assert_in_order(&wait_events(&server, 4).await, 4);
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused batch") && stderr.contains("HTTP 400"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "posted 4 events; 0 spooled for later; 0 dropped at the spool limit; 1 rejected"
+        ),
+        "{stderr}"
+    );
+    let rejected: Vec<_> = std::fs::read_dir(spool.path().join("rejected"))
+        .unwrap()
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    let kept = std::fs::read_to_string(rejected[0].as_ref().unwrap().path()).unwrap();
+    assert!(kept.contains("reject-me"), "{kept}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_with_a_slow_service_loses_nothing() {
+    let uid = 61027;
+    let server = TestServer::start().await;
+    // Each answer takes 1.5 s: during the 10 s shutdown grace only a few of the 20 one-event
+    // batches get through; the rest must reach the spool, none may vanish.
+    server.set_delay(Duration::from_millis(1500));
+    let spool = tempfile::tempdir().unwrap();
+    let cli = start_posting(
+        uid,
+        &server.url(),
+        spool.path(),
+        &["--batch-max", "1", "--queue", "2"],
+    )
+    .await;
+    const N: usize = 20;
+    exec_seq(uid, 0..N);
+    let (status, stderr) = timeout(Duration::from_secs(30), cli.stop())
+        .await
+        .expect("shutdown hung");
+    assert!(status.success(), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("mapscope: posted "))
+        .expect(&stderr);
+    let nums: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (delivered, spooled, dropped, rejected) = (nums[0], nums[1], nums[2], nums[3]);
+    assert_eq!((dropped, rejected), (0, 0), "{stderr}");
+    assert_eq!(delivered + spooled, N as u64, "{stderr}");
+    assert!(
+        spooled > 0,
+        "the service was never slow enough to test the spool: {stderr}"
+    );
+    assert!(!stderr.contains("lost"), "{stderr}");
+
+    // The next run delivers what was left, first.
+    server.set_delay(Duration::ZERO);
+    let cli = start_posting(uid, &server.url(), spool.path(), &[]).await;
+    wait_events(&server, N).await;
+    let (status, _) = cli.stop().await;
+    assert!(status.success());
+    assert_in_order(&server.events(), N);
 }

@@ -4,13 +4,24 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use axum::{Json, Router, extract::State, routing::post};
+use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-type Bodies = Arc<Mutex<Vec<Value>>>;
+/// What the server has received and how it behaves.
+#[derive(Default)]
+struct Inner {
+    bodies: Vec<Value>,
+    /// Wait this long before answering (and before recording: an aborted request leaves no trace).
+    delay: Duration,
+    /// Answer 400 to any body whose text contains this.
+    reject: Option<String>,
+}
+
+type Bodies = Arc<Mutex<Inner>>;
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -83,9 +94,19 @@ impl TestServer {
         self.listen().await;
     }
 
-    /// Every POSTed body, in arrival order.
+    /// Every accepted body, in arrival order.
     pub fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
+        self.bodies.lock().unwrap().bodies.clone()
+    }
+
+    /// Makes every answer take `delay` (a slow service).
+    pub fn set_delay(&self, delay: Duration) {
+        self.bodies.lock().unwrap().delay = delay;
+    }
+
+    /// Refuses (HTTP 400) every body containing `needle`.
+    pub fn reject_containing(&self, needle: &str) {
+        self.bodies.lock().unwrap().reject = Some(needle.to_string());
     }
 
     /// Every event of every body, in arrival order.
@@ -97,7 +118,17 @@ impl TestServer {
     }
 }
 
-async fn record(State(bodies): State<Bodies>, Json(body): Json<Value>) -> &'static str {
-    bodies.lock().unwrap().push(body);
-    "ok"
+async fn record(State(inner): State<Bodies>, Json(body): Json<Value>) -> StatusCode {
+    let delay = inner.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
+    let mut inner = inner.lock().unwrap();
+    if inner
+        .reject
+        .as_ref()
+        .is_some_and(|r| body.to_string().contains(r.as_str()))
+    {
+        return StatusCode::BAD_REQUEST;
+    }
+    inner.bodies.push(body);
+    StatusCode::OK
 }
