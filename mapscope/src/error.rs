@@ -115,6 +115,19 @@ impl Error {
     }
 }
 
+/// An error with all its causes on one line ("reading x: No such file or directory"), for the
+/// library's own stderr reports; the CLI gets the same from anyhow's `{:#}`.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
 /// The OS error number buried anywhere in an error's source chain, so callers can tell EPERM or
 /// EBUSY apart without matching every aya error variant.
 pub fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
@@ -129,4 +142,19 @@ pub fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
         cur = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_causes() {
+        let e = Error::io("reading /x", io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(
+            one_line(&e),
+            "reading /x: No such file or directory (os error 2)"
+        );
+        assert_eq!(os_error(&e), Some(libc::ENOENT));
+    }
 }

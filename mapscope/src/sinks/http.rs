@@ -38,7 +38,7 @@ use tokio::{
 };
 
 use super::spool::{REJECTED_DIR, Spool};
-use crate::{Error, Result, exec::event::SCHEMA_VERSION};
+use crate::{Error, Result, error::one_line, exec::event::SCHEMA_VERSION};
 
 /// Failed attempts after which the service counts as down and batches go to disk.
 const ATTEMPTS_BEFORE_SPOOL: u32 = 3;
@@ -359,7 +359,7 @@ impl Worker {
                     self.spool.bytes(),
                     self.cfg.spool_max_bytes
                 ),
-                Err(e) => format!("{e:#}"),
+                Err(e) => one_line(&e),
             };
             self.stats.dropped += b.events as u64;
             eprintln!(
@@ -383,7 +383,8 @@ impl Worker {
                     let moved = self.spool.quarantine(seq);
                     self.stats.dropped += events as u64;
                     eprintln!(
-                        "mapscope: {e:#}: set aside as {}; dropped {events} events ({} dropped in all)",
+                        "mapscope: {}: set aside as {}; dropped {events} events ({} dropped in all)",
+                        one_line(&e),
                         moved.map_or_else(|| "-".into(), |p| p.display().to_string()),
                         self.stats.dropped
                     );
@@ -398,7 +399,7 @@ impl Worker {
         let task = tokio::spawn(async move {
             match request.send().await {
                 Ok(resp) => outcome(resp.status()),
-                Err(e) => Outcome::Retry(format!("{e:#}")),
+                Err(e) => Outcome::Retry(one_line(&e)),
             }
         });
         Some(InFlight {
@@ -413,7 +414,7 @@ impl Worker {
     fn forget(&mut self, seq: u64) {
         if self.spool.contains(seq) {
             if let Err(e) = self.spool.remove(seq) {
-                eprintln!("mapscope: {e:#}");
+                eprintln!("mapscope: {}", one_line(&e));
             }
         } else if self.pending.front().is_some_and(|b| b.seq == seq)
             && let Some(b) = self.pending.pop_front()
@@ -444,7 +445,7 @@ impl Worker {
                 self.stats.rejected += f.events as u64;
                 let kept = match self.spool.reject(f.seq, &f.body, f.events) {
                     Ok(p) => p.display().to_string(),
-                    Err(e) => format!("nowhere ({e:#})"),
+                    Err(e) => format!("nowhere ({})", one_line(&e)),
                 };
                 self.forget(f.seq);
                 eprintln!(
