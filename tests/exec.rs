@@ -421,10 +421,28 @@ async fn cli_uids_view_counts_exactly() {
 #[test]
 fn cli_bad_input_is_one_line() {
     require_root();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["exec", "--interval", "0"],
             "--interval must be a positive",
+        ),
+        (
+            &["exec", "--interval", "1e20"],
+            "--interval must be at most 86400",
+        ),
+        (
+            &["exec", "--post", "http://127.0.0.1:9/x", "--batch-max", "0"],
+            "--batch-max and --queue must be at least 1",
+        ),
+        (
+            &[
+                "exec",
+                "--post",
+                "http://127.0.0.1:9/x",
+                "--spool-dir",
+                "/proc/mapscope-spool",
+            ],
+            "is not usable (choose another with --spool-dir)",
         ),
         (
             &["exec", "--name", "(unclosed"],
