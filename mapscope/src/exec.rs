@@ -120,11 +120,7 @@ impl ExecTracer {
         })?;
 
         for (name, tracepoint) in PROGRAMS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(Error::MissingObject { name })?
-                .try_into()
-                .map_err(|source| Error::Program { name, source })?;
+            let prog: &mut TracePoint = loader::program_mut(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| Error::Program { name, source })?;
             prog.attach("syscalls", tracepoint)

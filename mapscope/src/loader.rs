@@ -51,3 +51,26 @@ fn raise_memlock() {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; relying on memcg accounting");
     }
 }
+
+/// A program of the loaded object as its concrete type (`Xdp`, `TracePoint`, …), or an error
+/// naming it: the one lookup every family needs before load and attach.
+pub fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingObject { name })?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}
+
+/// Read-only twin of [`program_mut`], for loaded programs whose fd is needed.
+pub fn program<'a, P>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a P>
+where
+    &'a P: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program(name)
+        .ok_or(Error::MissingObject { name })?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}

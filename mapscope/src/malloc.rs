@@ -95,11 +95,7 @@ impl MallocStats {
         };
         let mut ebpf = loader::load(&[Requirement::BpfPrivileges])?;
         let name = PROG_MALLOC;
-        let prog: &mut UProbe = ebpf
-            .program_mut(name)
-            .ok_or(Error::MissingObject { name })?
-            .try_into()
-            .map_err(|source| Error::Program { name, source })?;
+        let prog: &mut UProbe = loader::program_mut(&mut ebpf, name)?;
         prog.load()
             .map_err(|source| Error::Program { name, source })?;
         prog.attach("malloc", &libc.attach_path, scope)

@@ -138,7 +138,7 @@ impl SyscallCounter {
         }
         let mut ebpf = loader::load(&[Requirement::BpfPrivileges])?;
         for name in HANDLER_PROGRAMS {
-            raw_tracepoint(&mut ebpf, name)?
+            loader::program_mut::<RawTracePoint>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| Error::Program { name, source })?;
         }
@@ -148,11 +148,7 @@ impl SyscallCounter {
         let table = {
             let mut loaded = Vec::new();
             for name in HANDLER_PROGRAMS {
-                let prog: &RawTracePoint = ebpf
-                    .program(name)
-                    .ok_or(Error::MissingObject { name })?
-                    .try_into()
-                    .map_err(|source| Error::Program { name, source })?;
+                let prog: &RawTracePoint = loader::program(&ebpf, name)?;
                 let fd = prog
                     .fd()
                     .map_err(|source| Error::Program { name, source })?;
@@ -171,7 +167,7 @@ impl SyscallCounter {
         };
         counter.set_filter(filter)?;
         let name = PROG_DISPATCH;
-        let prog = raw_tracepoint(&mut counter.ebpf, name)?;
+        let prog: &mut RawTracePoint = loader::program_mut(&mut counter.ebpf, name)?;
         prog.load()
             .map_err(|source| Error::Program { name, source })?;
         prog.attach("sys_enter")
@@ -219,12 +215,7 @@ impl SyscallCounter {
     /// undoing [`Self::empty_dispatch_slot`]; counting of `nr` resumes with its next call.
     pub fn restore_dispatch_slot(&mut self, nr: u32) -> Result<()> {
         let name = program_for(nr);
-        let prog: &RawTracePoint = self
-            .ebpf
-            .program(name)
-            .ok_or(Error::MissingObject { name })?
-            .try_into()
-            .map_err(|source| Error::Program { name, source })?;
+        let prog: &RawTracePoint = loader::program(&self.ebpf, name)?;
         let fd = prog
             .fd()
             .map_err(|source| Error::Program { name, source })?;
@@ -273,13 +264,6 @@ impl SyscallCounter {
         PerCpuArray::try_from(self.ebpf.map(name).ok_or(Error::MissingObject { name })?)
             .map_err(|source| Error::Map { name, source })
     }
-}
-
-fn raw_tracepoint<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint> {
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingObject { name })?
-        .try_into()
-        .map_err(|source| Error::Program { name, source })
 }
 
 /// Sums per-CPU handler records; wrapping because the kernel counters wrap.

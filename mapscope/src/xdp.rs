@@ -69,14 +69,7 @@ impl XdpStats {
     /// Refuses to replace a program already attached to the interface.
     pub fn attach(iface: &Interface, mode: AttachMode) -> Result<Self> {
         let mut ebpf = loader::load(&[Requirement::BpfPrivileges, Requirement::NetAdmin])?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::MissingObject { name: PROGRAM })?
-            .try_into()
-            .map_err(|source| Error::Program {
-                name: PROGRAM,
-                source,
-            })?;
+        let prog: &mut Xdp = loader::program_mut(&mut ebpf, PROGRAM)?;
         prog.load().map_err(|source| Error::Program {
             name: PROGRAM,
             source,
