@@ -4,16 +4,10 @@
 
 mod harness;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::{OnceLock, mpsc},
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, sync::OnceLock};
 
 use harness::{
-    BIN, assert_one_line_error, compile_c, compile_c_with, driven::Driven, require_root,
+    BIN, JsonView, assert_one_line_error, compile_c, compile_c_with, driven::Driven, require_root,
     unprivileged,
 };
 use mapscope::{
@@ -206,41 +200,21 @@ fn cli_json_reports_the_pid_exactly_and_stops_on_sigterm() {
     require_root();
     let mut child = spawn();
     let pid = child.pid();
-    let mut cli = Command::new(BIN)
-        .args([
-            "malloc",
-            "--pid",
-            &pid.to_string(),
-            "--json",
-            "--interval",
-            "0.2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let out = cli.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = lines
-        .recv_timeout(Duration::from_secs(15))
-        .expect("no report");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "malloc",
+        "--pid",
+        &pid.to_string(),
+        "--json",
+        "--interval",
+        "0.2",
+    ]);
+    let cli = JsonView::spawn(cmd);
+    let first = cli.next();
     for _ in 0..4 {
         child.window(b'g');
     }
-    std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: kill on a child we own.
-    unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
-    let status = cli.wait().unwrap();
-    assert!(status.success(), "exit {status}");
-    let reports: Vec<serde_json::Value> = std::iter::once(first)
-        .chain(lines.iter())
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .collect();
+    let reports: Vec<serde_json::Value> = std::iter::once(first).chain(cli.stop()).collect();
     let want = (4 * SIZES.len() as u64, 4 * window_bytes());
     let mut top = (0, 0);
     let mut per_cpu = (0, 0);

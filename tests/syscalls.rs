@@ -5,15 +5,11 @@
 
 mod harness;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::{OnceLock, mpsc},
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
 
-use harness::{BIN, assert_one_line_error, compile_c, driven::Driven, require_root, unprivileged};
+use harness::{
+    BIN, JsonView, assert_one_line_error, compile_c, driven::Driven, require_root, unprivileged,
+};
 use mapscope::{
     Error,
     syscalls::{Selection, Snapshot, SyscallCounter, names, program_for},
@@ -327,48 +323,20 @@ fn emptied_slot_counts_each_call_as_a_failed_tail_call_and_restoring_it_resumes_
     assert!(child.finish().success());
 }
 
-/// Reads the CLI's stdout line by line on a thread, so the test can wait for lines.
-fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 #[test]
 fn cli_json_counts_the_pid_exactly_and_stops_on_sigterm() {
     require_root();
     let mut target = Driven::spawn(program(), &["msc-cli", "personality:13", "timers:2"]);
     let pid = target.pid().to_string();
-    let mut cli = Command::new(BIN)
-        .args(["syscalls", "--pid", &pid, "--json", "--interval", "0.2"])
-        .args(["--syscall", "personality,timer_create,tuxcall"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(&mut cli);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["syscalls", "--pid", &pid, "--json", "--interval", "0.2"])
+        .args(["--syscall", "personality,timer_create,tuxcall"]);
+    let cli = JsonView::spawn(cmd);
     // The first report means the dispatcher is attached.
-    let first = lines
-        .recv_timeout(Duration::from_secs(15))
-        .expect("no report");
+    let first = cli.next();
     target.window(b'g');
     target.window(b'g');
-    std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: kill on a child we own.
-    unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
-    let status = cli.wait().unwrap();
-    assert!(status.success(), "exit {status}");
-    let reports: Vec<serde_json::Value> = std::iter::once(first)
-        .chain(lines.iter())
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .collect();
+    let reports: Vec<serde_json::Value> = std::iter::once(first).chain(cli.stop()).collect();
     assert!(reports.len() >= 3, "{reports:?}");
     let sum = |name: &str| -> u64 {
         reports

@@ -3,13 +3,9 @@
 
 mod harness;
 
-use std::{
-    io::Read as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use harness::{BIN, NetnsPair, RX_IFACE, assert_one_line_error, run, wait_until};
+use harness::{BIN, JsonView, NetnsPair, RX_IFACE, assert_one_line_error, run, wait_until};
 use mapscope::{
     Error,
     iface::Interface,
@@ -122,7 +118,7 @@ fn cli(pair: &NetnsPair, prefix: &[&str], args: &[&str]) -> Command {
 #[test]
 fn cli_reports_exact_json_and_detaches_on_sigterm() {
     let pair = NetnsPair::new("cli");
-    let mut child = cli(
+    let view = JsonView::spawn(cli(
         &pair,
         &[],
         &[
@@ -134,11 +130,7 @@ fn cli_reports_exact_json_and_detaches_on_sigterm() {
             "--interval",
             "0.2",
         ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    ));
     assert!(
         wait_until(Duration::from_secs(10), || pair.rx_has_xdp()),
         "CLI never attached"
@@ -146,21 +138,8 @@ fn cli_reports_exact_json_and_detaches_on_sigterm() {
 
     const N: u64 = 20;
     let frame = pair.send_udp(N as usize, 58) as u64;
-    std::thread::sleep(Duration::from_millis(800));
-    // SAFETY: kill on a child we own.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "exit {status}; stdout {stdout}");
-
-    let last: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("no JSON line")).unwrap();
+    let reports = view.stop();
+    let last = reports.last().expect("no JSON line");
     assert_eq!(last["schema"], 1);
     assert_eq!(last["iface"], RX_IFACE);
     assert_eq!(last["mode"], "skb");

@@ -277,3 +277,60 @@ pub fn compile_c_with(name: &str, flags: &[&str]) -> std::path::PathBuf {
     run("cc", &args);
     out
 }
+
+/// A `mapscope … --json` view running as a child process: one JSON report per stdout line,
+/// read on a thread so a test can wait for reports while it works.
+pub struct JsonView {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl JsonView {
+    /// Starts `cmd` with stdout piped (stderr is inherited by the test's output on failure).
+    pub fn spawn(mut cmd: Command) -> Self {
+        use std::io::BufRead as _;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning mapscope");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next report; the first one also proves the programs are attached.
+    pub fn next(&self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(15))
+            .expect("no report from mapscope");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// SIGTERM after a last interval has passed; asserts a clean exit and returns the reports
+    /// that had not been read yet.
+    pub fn stop(mut self) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(700));
+        // SAFETY: kill on a child we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read as _;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert!(status.success(), "exit {status}; stderr: {stderr}");
+        self.lines
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect()
+    }
+}
