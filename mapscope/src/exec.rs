@@ -106,14 +106,7 @@ impl ExecTracer {
                 Transport::Perf => ExecTransport::PerfEventArray as u32,
             },
         };
-        let mut config: Array<_, ExecConfig> =
-            Array::try_from(ebpf.map_mut(MAP_EXEC_CONFIG).ok_or(Error::MissingObject {
-                name: MAP_EXEC_CONFIG,
-            })?)
-            .map_err(|source| Error::Map {
-                name: MAP_EXEC_CONFIG,
-                source,
-            })?;
+        let mut config: Array<_, ExecConfig> = loader::map_mut(&mut ebpf, MAP_EXEC_CONFIG)?;
         config.set(0, cfg, 0).map_err(|source| Error::Map {
             name: MAP_EXEC_CONFIG,
             source,
@@ -149,14 +142,7 @@ impl ExecTracer {
 
     /// Exec counts per uid since the programs were loaded.
     pub fn uid_counts(&self) -> Result<BTreeMap<u32, u64>> {
-        let map: HashMap<&MapData, u32, u64> =
-            HashMap::try_from(self.ebpf.map(MAP_EXEC_UIDS).ok_or(Error::MissingObject {
-                name: MAP_EXEC_UIDS,
-            })?)
-            .map_err(|source| Error::Map {
-                name: MAP_EXEC_UIDS,
-                source,
-            })?;
+        let map: HashMap<&MapData, u32, u64> = loader::map(&self.ebpf, MAP_EXEC_UIDS)?;
         map.iter()
             .map(|r| {
                 r.map_err(|source| Error::Map {
@@ -169,14 +155,7 @@ impl ExecTracer {
 
     /// Events the kernel could not deliver (buffer full, too many execs in flight), all CPUs.
     pub fn lost(&self) -> Result<u64> {
-        let map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_EXEC_LOST).ok_or(Error::MissingObject {
-                name: MAP_EXEC_LOST,
-            })?)
-            .map_err(|source| Error::Map {
-                name: MAP_EXEC_LOST,
-                source,
-            })?;
+        let map: PerCpuArray<&MapData, u64> = loader::map(&self.ebpf, MAP_EXEC_LOST)?;
         let per_cpu = map.get(&0, 0).map_err(|source| Error::Map {
             name: MAP_EXEC_LOST,
             source,

@@ -74,3 +74,22 @@ where
         .try_into()
         .map_err(|source| Error::Program { name, source })
 }
+
+/// A typed view (`Array`, `HashMap`, `PerCpuArray`, …) of a map of the loaded object, or an
+/// error naming it: the map twin of [`program`].
+pub fn map<'a, M>(ebpf: &'a Ebpf, name: &'static str) -> Result<M>
+where
+    M: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+{
+    M::try_from(ebpf.map(name).ok_or(Error::MissingObject { name })?)
+        .map_err(|source| Error::Map { name, source })
+}
+
+/// Writable twin of [`map`], for maps user space configures.
+pub fn map_mut<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M>
+where
+    M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    M::try_from(ebpf.map_mut(name).ok_or(Error::MissingObject { name })?)
+        .map_err(|source| Error::Map { name, source })
+}

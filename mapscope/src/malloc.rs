@@ -116,17 +116,8 @@ impl MallocStats {
     /// Reads both maps now.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let map_err = |name| move |source| Error::Map { name, source };
-        let per_cpu_map: PerCpuArray<_, MallocRecord> = PerCpuArray::try_from(
-            self.ebpf
-                .map(MAP_PER_CPU)
-                .ok_or(Error::MissingObject { name: MAP_PER_CPU })?,
-        )
-        .map_err(map_err(MAP_PER_CPU))?;
-        let procs_map: HashMap<_, u32, MallocProcess> =
-            HashMap::try_from(self.ebpf.map(MAP_PROCESSES).ok_or(Error::MissingObject {
-                name: MAP_PROCESSES,
-            })?)
-            .map_err(map_err(MAP_PROCESSES))?;
+        let per_cpu_map: PerCpuArray<_, MallocRecord> = loader::map(&self.ebpf, MAP_PER_CPU)?;
+        let procs_map: HashMap<_, u32, MallocProcess> = loader::map(&self.ebpf, MAP_PROCESSES)?;
 
         let at = Instant::now();
         let per_cpu = per_cpu_map

@@ -181,12 +181,7 @@ impl SyscallCounter {
             name: MAP_FILTER,
             source,
         };
-        let mut map: Array<_, Filter> = Array::try_from(
-            self.ebpf
-                .map_mut(MAP_FILTER)
-                .ok_or(Error::MissingObject { name: MAP_FILTER })?,
-        )
-        .map_err(map_err)?;
+        let mut map: Array<_, Filter> = loader::map_mut(&mut self.ebpf, MAP_FILTER)?;
         map.set(0, filter, 0).map_err(map_err)?;
         self.filter = filter;
         Ok(())
@@ -261,8 +256,7 @@ impl SyscallCounter {
         &self,
         name: &'static str,
     ) -> Result<PerCpuArray<&aya::maps::MapData, V>> {
-        PerCpuArray::try_from(self.ebpf.map(name).ok_or(Error::MissingObject { name })?)
-            .map_err(|source| Error::Map { name, source })
+        loader::map(&self.ebpf, name)
     }
 }
 

@@ -96,19 +96,8 @@ impl XdpStats {
     /// Reads both maps now.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let map_err = |name| move |source| Error::Map { name, source };
-        let array: Array<_, StatsRecord> =
-            Array::try_from(self.ebpf.map(MAP_STATS_ARRAY).ok_or(Error::MissingObject {
-                name: MAP_STATS_ARRAY,
-            })?)
-            .map_err(map_err(MAP_STATS_ARRAY))?;
-        let percpu: PerCpuArray<_, StatsRecord> = PerCpuArray::try_from(
-            self.ebpf
-                .map(MAP_STATS_PERCPU)
-                .ok_or(Error::MissingObject {
-                    name: MAP_STATS_PERCPU,
-                })?,
-        )
-        .map_err(map_err(MAP_STATS_PERCPU))?;
+        let array: Array<_, StatsRecord> = loader::map(&self.ebpf, MAP_STATS_ARRAY)?;
+        let percpu: PerCpuArray<_, StatsRecord> = loader::map(&self.ebpf, MAP_STATS_PERCPU)?;
 
         let at = Instant::now();
         let mut snap = Snapshot {
