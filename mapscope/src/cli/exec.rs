@@ -243,15 +243,16 @@ impl Outputs {
         {
             return Ok(false);
         }
+        // Serialized once, whether it goes to stdout, the sink, or both.
+        let json = (self.json || sink.is_some()).then(|| ev.json());
         if self.print {
-            if self.json {
-                println!("{}", ev.json());
-            } else {
-                println!("{}", ev.line());
+            match &json {
+                Some(j) if self.json => println!("{j}"),
+                _ => println!("{}", ev.line()),
             }
         }
-        if let Some(sink) = sink {
-            sink.send(ev.json()).await?;
+        if let (Some(sink), Some(j)) = (sink, json) {
+            sink.send(j).await?;
         }
         self.shown += 1;
         Ok(self.count.is_some_and(|n| self.shown >= n))
