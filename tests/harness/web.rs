@@ -1,5 +1,7 @@
 //! A web service on 127.0.0.1 for the sink tests: records every POSTed JSON body and can be
-//! stopped and restarted on the same port to simulate an outage.
+//! stopped and restarted on the same port to simulate an outage. It can also answer chosen
+//! status codes (auth failures, redirects with a Location), refuse bodies over a size with 413,
+//! and be slow, so the sink's handling of each is tested against a real HTTP server.
 
 use std::{
     net::SocketAddr,
@@ -7,7 +9,13 @@ use std::{
     time::Duration,
 };
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, header::LOCATION},
+    routing::post,
+};
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -19,6 +27,16 @@ struct Inner {
     delay: Duration,
     /// Answer 400 to any body whose text contains this.
     reject: Option<String>,
+    /// Answer this status (with this Location, if any) to every POST, recording nothing.
+    answer: Option<(StatusCode, Option<String>)>,
+    /// Answer 413 to bodies longer than this many bytes.
+    max_body: Option<usize>,
+    /// POSTs received, whatever the answer.
+    posts: usize,
+    /// GETs received (a client that follows a redirect by turning its POST into a GET).
+    gets: usize,
+    /// Size of every body that got 413.
+    too_large: Vec<usize>,
 }
 
 type Bodies = Arc<Mutex<Inner>>;
@@ -65,8 +83,11 @@ impl TestServer {
             .await
             .expect("bind test server");
         self.addr = listener.local_addr().unwrap();
+        // `/moved` is where redirects point: it accepts GETs (as a redirect-following client
+        // sends) and POSTs alike.
         let app = Router::new()
-            .route("/events", post(record))
+            .route("/events", post(record).get(count_get))
+            .route("/moved", post(record).get(count_get))
             .with_state(Arc::clone(&self.bodies));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -109,6 +130,44 @@ impl TestServer {
         self.bodies.lock().unwrap().reject = Some(needle.to_string());
     }
 
+    /// Answers `status` to every POST (recording nothing) until [`TestServer::answer_normally`].
+    pub fn answer(&self, status: u16) {
+        self.bodies.lock().unwrap().answer = Some((StatusCode::from_u16(status).unwrap(), None));
+    }
+
+    /// Answers every POST with the redirect `status` pointing at `location`.
+    pub fn redirect(&self, status: u16, location: &str) {
+        self.bodies.lock().unwrap().answer = Some((
+            StatusCode::from_u16(status).unwrap(),
+            Some(location.to_string()),
+        ));
+    }
+
+    /// Back to recording bodies and answering 200.
+    pub fn answer_normally(&self) {
+        self.bodies.lock().unwrap().answer = None;
+    }
+
+    /// Answers 413 to every body longer than `bytes`.
+    pub fn max_body(&self, bytes: usize) {
+        self.bodies.lock().unwrap().max_body = Some(bytes);
+    }
+
+    /// POSTs received so far, whatever they were answered.
+    pub fn posts(&self) -> usize {
+        self.bodies.lock().unwrap().posts
+    }
+
+    /// GETs received so far.
+    pub fn gets(&self) -> usize {
+        self.bodies.lock().unwrap().gets
+    }
+
+    /// Sizes of the bodies answered with 413.
+    pub fn too_large(&self) -> Vec<usize> {
+        self.bodies.lock().unwrap().too_large.clone()
+    }
+
     /// Every event of every body, in arrival order.
     pub fn events(&self) -> Vec<Value> {
         self.bodies()
@@ -118,17 +177,40 @@ impl TestServer {
     }
 }
 
-async fn record(State(inner): State<Bodies>, Json(body): Json<Value>) -> StatusCode {
-    let delay = inner.lock().unwrap().delay;
+async fn record(State(inner): State<Bodies>, raw: Bytes) -> (StatusCode, HeaderMap) {
+    let delay = {
+        let mut inner = inner.lock().unwrap();
+        inner.posts += 1;
+        inner.delay
+    };
     tokio::time::sleep(delay).await;
     let mut inner = inner.lock().unwrap();
+    let mut headers = HeaderMap::new();
+    if let Some((status, location)) = &inner.answer {
+        if let Some(l) = location {
+            headers.insert(LOCATION, l.parse().unwrap());
+        }
+        return (*status, headers);
+    }
+    if inner.max_body.is_some_and(|max| raw.len() > max) {
+        inner.too_large.push(raw.len());
+        return (StatusCode::PAYLOAD_TOO_LARGE, headers);
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
+        return (StatusCode::BAD_REQUEST, headers);
+    };
     if inner
         .reject
         .as_ref()
         .is_some_and(|r| body.to_string().contains(r.as_str()))
     {
-        return StatusCode::BAD_REQUEST;
+        return (StatusCode::BAD_REQUEST, headers);
     }
     inner.bodies.push(body);
+    (StatusCode::OK, headers)
+}
+
+async fn count_get(State(inner): State<Bodies>) -> StatusCode {
+    inner.lock().unwrap().gets += 1;
     StatusCode::OK
 }
