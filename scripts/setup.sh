@@ -18,7 +18,27 @@ if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 # bpftool: cross-checks and the test harness's "nothing left attached" assertions.
 # util-linux: setpriv for the privilege test. python3: the test web service.
 # gcc/libc6-dev: tests compile small C programs (tests/programs/) whose syscalls and mallocs are exact.
-PKGS=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 iputils-ping procps bpftool util-linux python3 ca-certificates gcc libc6-dev)
+# e2fsprogs/mount: tests/sinks.rs puts the spool on a loop-mounted ext4 it freezes (fsfreeze, util-linux).
+# time: GNU time measures peak RSS in scripts/bench/map-dump.sh.
+# gcc-multilib: a 32-bit program for the compat-syscall test; musl-tools (musl-gcc, musl): musl malloc.
+# One package per line, so that features add theirs without touching anyone else's line.
+PKGS=(
+  llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
+  iproute2
+  iputils-ping
+  procps
+  bpftool
+  util-linux
+  python3
+  ca-certificates
+  gcc
+  libc6-dev
+  e2fsprogs
+  mount
+  time
+  gcc-multilib
+  musl-tools
+)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -5,10 +5,16 @@
 
 mod harness;
 
-use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
 
 use harness::{
-    BIN, JsonView, assert_one_line_error, compile_c, driven::Driven, require_root, unprivileged,
+    BIN, JsonView, assert_one_line_error, compile_c, compile_c_as, driven::Driven, only_child,
+    require_root, unprivileged,
 };
 use mapscope::{
     Error,
@@ -21,6 +27,31 @@ use mapscope_common::syscalls::{
 fn program() -> &'static PathBuf {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM.get_or_init(|| compile_c("syscalls"))
+}
+
+/// The same program built as a 32-bit static binary: every syscall it makes is an ia32 one.
+fn program32() -> &'static PathBuf {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| compile_c_as("syscalls", "syscalls32", "cc", &["-m32", "-static"]))
+}
+
+/// Sums the `count` of syscall `name` in `key` ("syscalls" or "compat_syscalls") over reports.
+fn sum_of(reports: &[serde_json::Value], key: &str, name: &str) -> u64 {
+    reports
+        .iter()
+        .flat_map(|r| r[key].as_array().unwrap().clone())
+        .filter(|s| s["name"] == name)
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// `nsenter` into the pid and mount namespaces of `host_pid`, running mapscope (`exe`) there.
+fn in_namespaces_of(host_pid: u32, exe: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["--target", &host_pid.to_string(), "--pid", "--mount", "--"])
+        .arg(exe)
+        .args(args);
+    cmd
 }
 
 fn nr(name: &str) -> u32 {
@@ -460,4 +491,192 @@ fn cli_without_privileges_fails_with_one_line() {
     require_root();
     let out = unprivileged(&["syscalls", "--count", "1"]);
     assert_one_line_error(&out, "missing privileges");
+}
+
+#[test]
+fn in_a_pid_namespace_pids_are_the_namespace_pids_and_mapscope_still_excludes_itself() {
+    require_root();
+    // The program is pid 1 of a new pid namespace (with its own /proc, as in a container).
+    let args = [
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        program().to_str().unwrap(),
+        "msc-pidns",
+        "personality:11",
+    ];
+    let mut target = Driven::spawn(Path::new("unshare"), &args);
+    let host_pid = only_child(target.pid());
+    assert_ne!(host_pid, 1);
+    let cli = JsonView::spawn(in_namespaces_of(
+        host_pid,
+        Path::new(BIN),
+        &[
+            "syscalls",
+            "--pid",
+            "1",
+            "--syscall",
+            "personality",
+            "--json",
+            "--interval",
+            "0.2",
+            "--count",
+            "6",
+        ],
+    ));
+    let first = cli.next();
+    target.window(b'g');
+    target.window(b'g');
+    let (status, rest, stderr) = cli.wait();
+    assert!(status.success(), "{stderr}");
+    let reports: Vec<serde_json::Value> = std::iter::once(first).chain(rest).collect();
+    assert_eq!(reports.len(), 6);
+    assert_eq!(sum_of(&reports, "syscalls", "personality"), 22);
+    assert!(reports.iter().all(|r| r["filter"] == "pid 1"));
+
+    // mapscope never counts itself, also where its own pid is a namespace pid: a copy of it
+    // under a name nothing else has, counting that name, sees nothing.
+    let name = format!("msc-self{}", std::process::id() % 100_000);
+    let copy = std::env::temp_dir()
+        .join(format!("mapscope-test-{}", std::process::id()))
+        .join(&name);
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(BIN, &copy).unwrap();
+    let out = in_namespaces_of(
+        host_pid,
+        &copy,
+        &[
+            "syscalls",
+            "--comm",
+            &name,
+            "--json",
+            "--interval",
+            "0.2",
+            "--count",
+            "3",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let totals: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["total"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(totals, [0, 0, 0], "mapscope counted its own syscalls");
+    assert!(target.finish().success());
+}
+
+#[test]
+fn pid_namespace_mismatches_are_refused_with_one_line() {
+    require_root();
+    // A new pid namespace without its own /proc: /proc still numbers processes as the host does.
+    let out = Command::new("unshare")
+        .args([
+            "--pid", "--fork", "--", BIN, "syscalls", "--pid", "1", "--count", "1",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        "/proc belongs to another pid namespace than mapscope's",
+    );
+    // A process in a pid namespace nested inside mapscope's: the kernel helper cannot number it.
+    let script = format!(
+        "unshare --pid --fork sleep 30 & sleep 0.5; p=$(pgrep -x sleep); \
+         {BIN} syscalls --pid $p --count 1; rc=$?; kill $p; exit $rc"
+    );
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "lives in a pid namespace nested inside mapscope's");
+}
+
+#[test]
+fn cli_pid_view_stops_when_the_process_exits_after_its_last_interval() {
+    require_root();
+    let mut target = Driven::spawn(program(), &["msc-exit", "personality:5"]);
+    let pid = target.pid();
+    let mut cmd = Command::new(BIN);
+    // --count only bounds the test if mapscope failed to notice the exit.
+    cmd.args([
+        "syscalls",
+        "--pid",
+        &pid.to_string(),
+        "--json",
+        "--interval",
+        "0.2",
+    ])
+    .args(["--syscall", "personality,exit_group", "--count", "100"]);
+    let cli = JsonView::spawn(cmd);
+    let first = cli.next();
+    target.window(b'g');
+    target.window(b'g');
+    // EOF: the program exits (exit_group) and mapscope, with no --count, must notice by itself.
+    assert!(target.finish().success());
+    let (status, rest, stderr) = cli.wait();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("mapscope: process {pid} exited; stopping")
+    );
+    let reports: Vec<serde_json::Value> = std::iter::once(first).chain(rest).collect();
+    assert!(reports.len() < 100, "ran on after the exit");
+    // The last, partial interval is printed: every call up to the exit is in some report.
+    assert_eq!(sum_of(&reports, "syscalls", "personality"), 10);
+    assert_eq!(sum_of(&reports, "syscalls", "exit_group"), 1);
+}
+
+#[test]
+fn compat_syscalls_of_a_32_bit_process_are_counted_by_their_i386_numbers() {
+    const N: u64 = 7;
+    require_root();
+    let mut target = Driven::spawn(program32(), &["msc-32bit", &format!("personality:{N}")]);
+    let counter = attach(pid_filter(target.pid()));
+    let s0 = counter.snapshot().unwrap();
+    assert!(s0.compat_detected, "BTF gives thread_info.status here");
+    target.window(b'g');
+    let s1 = counter.snapshot().unwrap();
+    let compat = |name: &str| {
+        let nr = names::i386_number(name).unwrap();
+        s1.compat_count(nr) - s0.compat_count(nr)
+    };
+    assert_eq!(compat("personality"), N);
+    assert_eq!(compat("read"), 1);
+    assert_eq!(compat("write"), 1);
+    // Not one of them is an x86_64 syscall: before compat detection, i386 personality (136)
+    // was counted as x86_64 136 (ustat), read (3) as close, and so on.
+    assert_eq!(deltas(&s0, &s1), [], "64-bit counts of a 32-bit process");
+    assert_eq!(s1.tail_call_failed, s0.tail_call_failed);
+    let table = mapscope::syscalls::report::Interval::between("x", &s0, &s1, &[], 10).table();
+    assert!(
+        table.contains("32-bit (compat) syscalls, i386 numbers"),
+        "{table}"
+    );
+
+    // Its execve is an i386 one (11) too; /bin/true, 64-bit, then makes x86_64 syscalls only.
+    let s2 = counter.snapshot().unwrap();
+    assert!(target.send_and_wait(b'e').success());
+    let s3 = counter.snapshot().unwrap();
+    let execve32 = names::i386_number("execve").unwrap();
+    assert_eq!(s3.compat_count(execve32) - s2.compat_count(execve32), 1);
+    assert_eq!(delta(&s2, &s3, "execve"), 0);
+    assert_eq!(
+        handler_delta(&s2, &s3, Handled::Execve).calls,
+        0,
+        "the x86_64 execve handler never sees a 32-bit execve"
+    );
+    assert!(
+        delta(&s2, &s3, "exit_group") == 1,
+        "/bin/true ran as a 64-bit program"
+    );
 }

@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod malloc;
+pub mod pidns;
 pub mod syscalls;
 pub mod xdp;
 

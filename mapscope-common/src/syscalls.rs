@@ -8,6 +8,8 @@
 //! counted in [`MAP_STATS`].
 //!
 //! Numbers are the x86_64 syscall table; user space refuses to run on other architectures.
+//! 32-bit (ia32 compat) syscalls use the i386 table: the dispatcher counts them apart, in
+//! [`MAP_COMPAT`], and never through the jump table.
 
 /// Slots in the dispatch table and in the per-syscall counters. x86_64 numbers end below 470;
 /// 512 leaves room for new syscalls without making the per-CPU map large.
@@ -25,6 +27,16 @@ pub const MAP_HANDLED: &str = "SC_HANDLED";
 pub const MAP_STATS: &str = "SC_STATS";
 /// `Array<Filter>` with one entry, written by user space at run time.
 pub const MAP_FILTER: &str = "SC_FILTER";
+/// `PerCpuArray<u64>` indexed by i386 syscall number: calls made by 32-bit (compat) tasks.
+pub const MAP_COMPAT: &str = "SC_COMPAT";
+
+/// `Global<u32>`: byte offset of `thread_info.status` inside `task_struct` (from kernel BTF),
+/// where x86 keeps `TS_COMPAT`; [`COMPAT_UNKNOWN`] disables compat detection.
+pub const GLOBAL_TASK_STATUS_OFF: &str = "SC_TASK_STATUS_OFF";
+/// [`GLOBAL_TASK_STATUS_OFF`] when the offset is unknown.
+pub const COMPAT_UNKNOWN: u32 = u32::MAX;
+/// x86's `TS_COMPAT` bit of `thread_info.status`: a 32-bit syscall is in progress.
+pub const TS_COMPAT: u32 = 0x0002;
 
 /// Program names (the Rust function names in `mapscope-ebpf/src/syscalls.rs`), ≤ 15 bytes.
 pub const PROG_DISPATCH: &str = "sc_dispatch";
@@ -47,12 +59,13 @@ pub const PROG_RW: &str = "sc_rw";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     pub flags: u32,
-    /// Process id as user space means it: the thread-group id, so every thread of the process.
+    /// Process id as user space means it: the thread-group id, so every thread of the process,
+    /// numbered in the pid namespace the object was loaded for (`mapscope_common::pidns`).
     pub tgid: u32,
     /// The task's command name (`/proc/PID/task/TID/comm`), NUL-padded, compared whole.
     pub comm: [u8; 16],
-    /// A process never counted, whatever the flags (0: none). mapscope puts its own tgid here:
-    /// its map reads every interval would otherwise top its own table.
+    /// A process never counted, whatever the flags (0: none), numbered like `tgid`. mapscope puts
+    /// its own pid here: its map reads every interval would otherwise top its own table.
     pub exclude_tgid: u32,
     /// Explicit padding to a multiple of 8 bytes; always 0.
     pub reserved: u32,
@@ -184,7 +197,9 @@ pub enum DispatchStat {
     TailCallFailed = 0,
     /// Syscall number outside `0..SYSCALL_SLOTS` (e.g. -1 from ptrace, or x32 numbers).
     OutOfRange = 1,
+    /// A 32-bit (compat) syscall number outside `0..SYSCALL_SLOTS`.
+    CompatOutOfRange = 2,
 }
 
 /// Number of [`DispatchStat`] entries.
-pub const DISPATCH_STATS: u32 = 2;
+pub const DISPATCH_STATS: u32 = 3;

@@ -5,6 +5,8 @@
 //! The event (~5 KiB) never touches the 512-byte stack: it is built in a per-CPU scratch map
 //! and parked in a hash map keyed by tgid between entry and exit. Keyed by tgid rather than tid
 //! because an exec from a non-leader thread returns as the leader (de_thread takes its pid).
+#![no_std]
+#![no_main]
 
 use core::{ffi::c_void, mem::size_of};
 
@@ -26,8 +28,7 @@ use mapscope_common::exec::{
     ARG_MAX_LEN, ARGS_BUDGET, ExecConfig, ExecEvent, ExecSyscall, ExecTransport, FILENAME_LEN,
     FLAG_ARGS_FAULT, FLAG_ARGS_TRUNCATED, FLAG_FILENAME_TRUNCATED, FLAG_PPID_UNKNOWN, MAX_ARGS,
 };
-
-use crate::counter::atomic_add;
+use mapscope_ebpf::counter::atomic_add;
 
 /// Execs per uid, counted at syscall entry (attempts, successful or not).
 #[map(name = "EXEC_UIDS")]
@@ -314,3 +315,5 @@ fn count_lost() {
         unsafe { *c += 1 };
     }
 }
+
+mapscope_ebpf::license!();

@@ -2,23 +2,30 @@
 //! `sys_enter`, applies the user-space filter and jumps through `SC_DISPATCH` by syscall number
 //! to a per-syscall program. The handlers count; the dispatcher only counts what went wrong.
 //!
+//! 32-bit (ia32 compat) syscalls arrive on the same `sys_enter` with i386 numbers: the dispatcher
+//! recognises them by the task's `TS_COMPAT` status bit (what the kernel's `in_ia32_syscall()`
+//! tests) and counts them in their own table, `SC_COMPAT`, never as x86_64 numbers.
+//!
 //! Per-CPU maps are updated with plain adds: BPF programs on the syscall tracepoints run with
 //! preemption disabled (even since syscall tracepoints became faultable in 6.x, the kernel wraps
 //! perf and BPF syscall probes in `guard(preempt_notrace)`, because per-CPU data needs it), and
 //! the kernel does not nest one program on a CPU, so nothing else touches this CPU's slot.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext as _, Global,
     bindings::pt_regs,
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint},
     maps::{Array, PerCpuArray, ProgramArray},
     programs::RawTracePointContext,
 };
 use mapscope_common::syscalls::{
-    DISPATCH_STATS, DispatchStat, FILTER_COMM, FILTER_TGID, Filter, HANDLED_SLOTS, Handled,
-    HandlerRecord, SYSCALL_SLOTS,
+    COMPAT_UNKNOWN, DISPATCH_STATS, DispatchStat, FILTER_COMM, FILTER_TGID, Filter, HANDLED_SLOTS,
+    Handled, HandlerRecord, SYSCALL_SLOTS, TS_COMPAT,
 };
+use mapscope_ebpf::pidns;
 
 /// Jump table indexed by syscall number; filled by user space, which must keep an fd to it open
 /// (the kernel empties a program array when its last user reference goes away).
@@ -41,6 +48,16 @@ static SC_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DISPATCH_STATS
 #[map(name = "SC_FILTER")]
 static SC_FILTER: Array<Filter> = Array::with_max_entries(1, 0);
 
+/// Calls per i386 syscall number made by 32-bit (compat) tasks, per CPU.
+#[map(name = "SC_COMPAT")]
+static SC_COMPAT: PerCpuArray<u64> = PerCpuArray::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// Byte offset of `thread_info.status` in `task_struct`, from the running kernel's BTF, set at
+/// load time; `COMPAT_UNKNOWN` when it could not be found (compat syscalls are then not told
+/// apart, and user space says so).
+#[unsafe(no_mangle)]
+static SC_TASK_STATUS_OFF: Global<u32> = Global::new(COMPAT_UNKNOWN);
+
 /// O_CREAT on x86_64 (and every other architecture but alpha/parisc/sparc/mips).
 const O_CREAT: u64 = 0o100;
 
@@ -54,6 +71,14 @@ pub fn sc_dispatch(ctx: RawTracePointContext) -> u32 {
 
 fn try_dispatch(ctx: &RawTracePointContext) -> Result<u32, u32> {
     if !wanted(ctx) {
+        return Ok(0);
+    }
+    if in_compat_syscall() {
+        // i386 numbers: the handlers behind the jump table read x86_64 numbers and registers.
+        match slot(ctx) {
+            Some(slot) => bump(&SC_COMPAT, slot),
+            None => bump(&SC_STATS, DispatchStat::CompatOutOfRange as u32),
+        }
         return Ok(0);
     }
     let Some(slot) = slot(ctx) else {
@@ -73,11 +98,12 @@ fn wanted(ctx: &RawTracePointContext) -> bool {
     let Some(filter) = SC_FILTER.get(0) else {
         return true;
     };
-    let tgid = ctx.tgid();
-    if tgid == filter.exclude_tgid {
+    // In mapscope's pid namespace: `None` for a task outside it, which no pid can name.
+    let tgid = pidns::current_tgid(MAPSCOPE_PIDNS.load());
+    if filter.exclude_tgid != 0 && tgid == Some(filter.exclude_tgid) {
         return false;
     }
-    if filter.flags & FILTER_TGID != 0 && tgid != filter.tgid {
+    if filter.flags & FILTER_TGID != 0 && tgid != Some(filter.tgid) {
         return false;
     }
     if filter.flags & FILTER_COMM != 0 {
@@ -91,6 +117,22 @@ fn wanted(ctx: &RawTracePointContext) -> bool {
         }
     }
     true
+}
+
+/// Whether the current syscall is a 32-bit one (int 0x80, sysenter, or a compat task's
+/// syscall): `current->thread_info.status & TS_COMPAT`, as the kernel's `in_ia32_syscall()`.
+#[inline(always)]
+fn in_compat_syscall() -> bool {
+    let off = SC_TASK_STATUS_OFF.load();
+    if off == COMPAT_UNKNOWN {
+        return false;
+    }
+    // SAFETY: helper without arguments; the pointer is only read through bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: a kernel read that fails cleanly on a bad address.
+    let status = unsafe { bpf_probe_read_kernel(task.wrapping_add(off as usize).cast::<u32>()) }
+        .unwrap_or(0);
+    status & TS_COMPAT != 0
 }
 
 /// The syscall number as a table index, if it is inside the table.
@@ -215,3 +257,6 @@ fn try_rw(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let requested = syscall_arg(ctx, 2).unwrap_or(0);
     handled(nr, requested)
 }
+
+mapscope_ebpf::pidns_global!();
+mapscope_ebpf::license!();

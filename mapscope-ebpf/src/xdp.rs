@@ -1,5 +1,7 @@
 //! XDP per-action statistics (xdp-tutorial basic03/basic04): every packet is counted under the
 //! action the program returns, in a shared `Array` (atomic adds) and in a `PerCpuArray`.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -8,8 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use mapscope_common::xdp::{StatsRecord, XDP_ACTION_MAX};
-
-use crate::counter::atomic_add;
+use mapscope_ebpf::counter::atomic_add;
 
 /// One record per action shared by all CPUs; correct only because updates are atomic.
 #[map(name = "XDP_STATS_ARR")]
@@ -47,3 +48,5 @@ fn record(ctx: &XdpContext, action: u32) -> u32 {
     }
     action
 }
+
+mapscope_ebpf::license!();

@@ -159,6 +159,137 @@ impl<'a> Btf<'a> {
     }
 }
 
+/// One BTF type as the map toolbox's decoder needs it (`Btf::type_by_id`): modifiers and
+/// typedefs are left for the caller to follow, kinds it cannot decode are `Other`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BtfType {
+    /// An integer: `encoding` bit 0 signed, bit 1 char, bit 2 bool; `offset`/`bits` from the
+    /// int's extra word (non-zero offset or odd bit counts are bitfields).
+    Int {
+        name: String,
+        size: u32,
+        encoding: u8,
+        offset: u8,
+        bits: u8,
+    },
+    /// A pointer (8 bytes on the 64-bit targets mapscope supports).
+    Ptr,
+    /// `len` elements of type `elem`.
+    Array { elem: u32, len: u32 },
+    /// A struct or union of `size` bytes.
+    Struct {
+        name: String,
+        size: u32,
+        union: bool,
+        members: Vec<BtfMember>,
+    },
+    /// ENUM or ENUM64 of `size` bytes with its enumerators (value as the raw bits).
+    Enum {
+        name: String,
+        size: u32,
+        signed: bool,
+        values: Vec<(String, u64)>,
+    },
+    /// TYPEDEF (`typedef`), or CONST, VOLATILE, RESTRICT, TYPE_TAG: the type it names.
+    Alias { target: u32, typedef: bool },
+    /// Any other kind (FLOAT, FUNC, VAR, …), with its size when it has one.
+    Other { kind: u32, size: u32 },
+}
+
+/// A struct or union member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BtfMember {
+    pub name: String,
+    pub type_id: u32,
+    /// Offset from the start of the struct, in bits.
+    pub bit_offset: u32,
+    /// Width of a bitfield member in bits, 0 for an ordinary member.
+    pub bitfield_size: u32,
+}
+
+impl Btf<'_> {
+    fn name_string(&self, off: u32) -> String {
+        String::from_utf8_lossy(self.name(off)).into_owned()
+    }
+
+    /// Decodes type `id` from the blob.
+    pub fn type_by_id(&self, id: u32) -> Result<BtfType> {
+        let t = *self
+            .types
+            .get(id as usize)
+            .filter(|_| id > 0)
+            .ok_or_else(|| bad(&format!("no type id {id}")))?;
+        let size = u32_at(self.data, t.data - 4)?;
+        Ok(match t.kind() {
+            1 => {
+                let extra = u32_at(self.data, t.data)?;
+                BtfType::Int {
+                    name: self.name_string(t.name_off),
+                    size,
+                    encoding: ((extra >> 24) & 0x0f) as u8,
+                    offset: ((extra >> 16) & 0xff) as u8,
+                    bits: (extra & 0xff) as u8,
+                }
+            }
+            2 => BtfType::Ptr,
+            3 => BtfType::Array {
+                elem: u32_at(self.data, t.data)?,
+                len: u32_at(self.data, t.data + 8)?,
+            },
+            KIND_STRUCT | KIND_UNION => {
+                let mut members = Vec::with_capacity(t.vlen());
+                for i in 0..t.vlen() {
+                    let m = t.data + 12 * i;
+                    let off = u32_at(self.data, m + 8)?;
+                    let (bit_offset, bitfield_size) = if t.kind_flag() {
+                        (off & 0x00ff_ffff, off >> 24)
+                    } else {
+                        (off, 0)
+                    };
+                    members.push(BtfMember {
+                        name: self.name_string(u32_at(self.data, m)?),
+                        type_id: u32_at(self.data, m + 4)?,
+                        bit_offset,
+                        bitfield_size,
+                    });
+                }
+                BtfType::Struct {
+                    name: self.name_string(t.name_off),
+                    size,
+                    union: t.kind() == KIND_UNION,
+                    members,
+                }
+            }
+            6 | 19 => {
+                let wide = t.kind() == 19;
+                let stride = if wide { 12 } else { 8 };
+                let mut values = Vec::with_capacity(t.vlen());
+                for i in 0..t.vlen() {
+                    let e = t.data + stride * i;
+                    let lo = u64::from(u32_at(self.data, e + 4)?);
+                    let hi = if wide {
+                        u64::from(u32_at(self.data, e + 8)?)
+                    } else {
+                        0
+                    };
+                    values.push((self.name_string(u32_at(self.data, e)?), hi << 32 | lo));
+                }
+                BtfType::Enum {
+                    name: self.name_string(t.name_off),
+                    size,
+                    signed: t.kind_flag(),
+                    values,
+                }
+            }
+            8 | 9 | 10 | 11 | 18 => BtfType::Alias {
+                target: size,
+                typedef: t.kind() == 8,
+            },
+            kind => BtfType::Other { kind, size },
+        })
+    }
+}
+
 /// `task_struct` offsets the exec programs need, from the running kernel's BTF.
 pub fn task_struct_offsets() -> Result<(u32, u32)> {
     let path = "/sys/kernel/btf/vmlinux";

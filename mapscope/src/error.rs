@@ -91,6 +91,26 @@ pub enum Error {
         arch: &'static str,
     },
 
+    #[error(
+        "/proc belongs to another pid namespace than mapscope's (/proc/self is {seen}, mapscope's \
+         pid is {pid}), so pids would name other processes: mount a /proc for this namespace \
+         (`unshare --pid --fork --mount-proc`, or nsenter without --no-fork)"
+    )]
+    ProcOfAnotherPidNs { seen: String, pid: u32 },
+
+    #[error(
+        "process {pid} lives in a pid namespace nested inside mapscope's, where the kernel cannot \
+         number it: run mapscope in the process's namespace (`nsenter --target {pid} --pid \
+         --mount mapscope …`) or on the host"
+    )]
+    NestedPidNs { pid: u32 },
+
+    #[error(
+        "cannot read {path} ({reason}): pass the path of an existing program, e.g. \
+         --bin \"$(command -v NAME)\""
+    )]
+    BinaryUnreadable { path: String, reason: String },
+
     #[error("{what}")]
     Io {
         what: String,

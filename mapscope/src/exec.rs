@@ -82,10 +82,13 @@ impl ExecTracer {
                 opts.perf_pages
             )));
         }
-        let mut ebpf =
-            loader::load_with(&[Requirement::BpfPrivileges, Requirement::Tracefs], |l| {
+        let mut ebpf = loader::load_with(
+            loader::Family::Exec,
+            &[Requirement::BpfPrivileges, Requirement::Tracefs],
+            |l| {
                 l.map_max_entries(MAP_EXEC_RING, opts.ring_bytes);
-            })?;
+            },
+        )?;
 
         // Offsets for ppid. Without BTF the events still flow, with ppid marked unknown.
         let (real_parent_off, tgid_off, offsets_valid) = match crate::btf::task_struct_offsets() {

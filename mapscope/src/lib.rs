@@ -9,6 +9,8 @@ pub mod exec;
 pub mod iface;
 pub mod loader;
 pub mod malloc;
+pub mod maps;
+pub mod pidns;
 pub mod requirements;
 pub mod sinks;
 pub mod syscalls;

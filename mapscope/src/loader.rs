@@ -1,5 +1,9 @@
-//! Loads the embedded eBPF object. Attaching is done by each family's module, which owns the
-//! returned [`aya::Ebpf`] so that dropping it detaches everything it attached.
+//! Loads a family's embedded eBPF object. Attaching is done by each family's module, which owns
+//! the returned [`aya::Ebpf`] so that dropping it detaches everything it attached.
+//!
+//! One object per family (each is its own bin target of `mapscope-ebpf`): loading a family
+//! creates only its own maps and programs, so `xdp stats` does not allocate the exec ring buffer
+//! or the syscall tables, and the agent loads each enabled family exactly once.
 
 use aya::{Ebpf, EbpfLoader};
 
@@ -8,27 +12,56 @@ use crate::{
     requirements::{self, Requirement},
 };
 
-/// The kernel object built from `mapscope-ebpf` by build.rs, embedded once for every family.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mapscope"));
+/// A program family, named as its object, its modules and its subcommand are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// XDP per-action statistics.
+    Xdp,
+    /// exec tracing.
+    Exec,
+    /// syscall counting through tail calls.
+    Syscalls,
+    /// malloc uprobe counters.
+    Malloc,
+}
 
-/// Checks `reqs`, then loads the object (maps are created, programs are not yet loaded).
-pub fn load(reqs: &[Requirement]) -> Result<Ebpf> {
-    load_with(reqs, |_| {})
+impl Family {
+    /// The object build.rs left in `OUT_DIR` for this family, embedded in the binary.
+    fn object(self) -> &'static [u8] {
+        macro_rules! embedded {
+            ($name:literal) => {
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $name))
+            };
+        }
+        match self {
+            Family::Xdp => embedded!("xdp"),
+            Family::Exec => embedded!("exec"),
+            Family::Syscalls => embedded!("syscalls"),
+            Family::Malloc => embedded!("malloc"),
+        }
+    }
+}
+
+/// Checks `reqs`, then loads the family's object (maps are created, programs are not yet loaded).
+pub fn load(family: Family, reqs: &[Requirement]) -> Result<Ebpf> {
+    load_with(family, reqs, |_| {})
 }
 
 /// Like [`load`], letting the caller adjust the loader first (map sizes, pin paths).
 pub fn load_with(
+    family: Family,
     reqs: &[Requirement],
     configure: impl FnOnce(&mut EbpfLoader<'_>),
 ) -> Result<Ebpf> {
-    if OBJECT.is_empty() {
+    let object = family.object();
+    if object.is_empty() {
         return Err(Error::NoEmbeddedObject);
     }
     requirements::check(reqs)?;
     raise_memlock();
     let mut loader = EbpfLoader::new();
     configure(&mut loader);
-    loader.load(OBJECT).map_err(|e| {
+    loader.load(object).map_err(|e| {
         if crate::error::os_error(&e) == Some(libc::EPERM) {
             Error::Privileges {
                 missing: "permission to create BPF maps (EPERM)".to_string(),

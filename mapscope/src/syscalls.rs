@@ -3,12 +3,15 @@
 //!
 //! [`SyscallCounter`] loads the handlers, fills the jump table, writes the filter and only then
 //! attaches the dispatcher, so nothing is counted against a half-built table.
+//!
+//! Pids in the filter are those of mapscope's pid namespace ([`crate::pidns`]); 32-bit (compat)
+//! syscalls are counted apart by i386 number ([`Snapshot::compat`]).
 
 mod dispatch;
 pub mod names;
 pub mod report;
 
-use std::time::Instant;
+use std::{sync::OnceLock, time::Instant};
 
 use aya::{
     Ebpf,
@@ -17,12 +20,13 @@ use aya::{
 };
 pub use dispatch::TableView;
 use mapscope_common::syscalls::{
-    DISPATCH_STATS, DispatchStat, FILTER_COMM, FILTER_TGID, Filter, HANDLED_SLOTS, Handled,
-    HandlerRecord, MAP_COUNTS, MAP_DISPATCH, MAP_FILTER, MAP_HANDLED, MAP_STATS, PROG_DEFAULT,
-    PROG_DISPATCH, PROG_EXECVE, PROG_OPEN, PROG_RW, PROG_TIMER, SYSCALL_SLOTS,
+    COMPAT_UNKNOWN, DISPATCH_STATS, DispatchStat, FILTER_COMM, FILTER_TGID, Filter,
+    GLOBAL_TASK_STATUS_OFF, HANDLED_SLOTS, Handled, HandlerRecord, MAP_COMPAT, MAP_COUNTS,
+    MAP_DISPATCH, MAP_FILTER, MAP_HANDLED, MAP_STATS, PROG_DEFAULT, PROG_DISPATCH, PROG_EXECVE,
+    PROG_OPEN, PROG_RW, PROG_TIMER, SYSCALL_SLOTS,
 };
 
-use crate::{Error, Result, loader, requirements::Requirement, tgid};
+use crate::{Error, Result, btf, loader, pidns::PidNamespace, requirements::Requirement, tgid};
 
 /// Every program the jump table points at.
 const HANDLER_PROGRAMS: [&str; 5] = [PROG_DEFAULT, PROG_EXECVE, PROG_TIMER, PROG_OPEN, PROG_RW];
@@ -37,18 +41,22 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// The kernel filter for this selection. Fails for a pid that is not a running process and
-    /// for a comm the kernel could never report (too long, empty, or with a NUL byte).
+    /// The kernel filter for this selection. Fails for a pid that is not a running process (or
+    /// one the kernel cannot number in mapscope's pid namespace) and for a comm the kernel could
+    /// never report (too long, empty, or with a NUL byte).
     ///
     /// The calling process itself is always excluded: reading the counters every interval is a
-    /// thousand `bpf` syscalls that would otherwise top the table.
+    /// thousand `bpf` syscalls that would otherwise top the table. Pids are those of mapscope's
+    /// pid namespace, which the kernel side translates to.
     pub fn to_filter(&self) -> Result<Filter> {
+        let ns = PidNamespace::current()?;
         let mut filter = Filter {
-            exclude_tgid: std::process::id(),
+            exclude_tgid: ns.own_pid(),
             ..Filter::default()
         };
         if let Some(pid) = self.pid {
             filter.tgid = tgid::check_process(pid)?;
+            ns.check_target(pid)?;
             filter.flags |= FILTER_TGID;
         }
         if let Some(comm) = &self.comm {
@@ -102,6 +110,14 @@ pub struct Snapshot {
     pub out_of_range: u64,
     /// Slots of the jump table that hold a program right now (all of them unless broken).
     pub dispatch_populated: usize,
+    /// Calls per i386 syscall number by 32-bit (compat) tasks (`SYSCALL_SLOTS` entries); they
+    /// are in none of the other counters.
+    pub compat: Vec<u64>,
+    /// 32-bit syscall numbers outside the table.
+    pub compat_out_of_range: u64,
+    /// Whether 32-bit syscalls are told apart at all (kernel BTF gave the offset it needs);
+    /// without it they are counted under x86_64 numbers.
+    pub compat_detected: bool,
 }
 
 impl Snapshot {
@@ -114,6 +130,31 @@ impl Snapshot {
     pub fn handler(&self, h: Handled) -> HandlerRecord {
         self.handled[h as usize]
     }
+
+    /// Calls of i386 syscall `nr` by 32-bit tasks (0 outside the table).
+    pub fn compat_count(&self, nr: u32) -> u64 {
+        self.compat.get(nr as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Byte offset of `thread_info.status` in `task_struct`, where x86 keeps `TS_COMPAT`, read once
+/// from kernel BTF; [`COMPAT_UNKNOWN`] without BTF. `'static` for aya's loader.
+fn task_status_offset() -> &'static u32 {
+    static OFFSET: OnceLock<u32> = OnceLock::new();
+    OFFSET.get_or_init(|| {
+        let path = "/sys/kernel/btf/vmlinux";
+        let Ok(data) = std::fs::read(path) else {
+            return COMPAT_UNKNOWN;
+        };
+        let offset = btf::Btf::parse(&data).and_then(|b| {
+            Ok(b.member_offset("task_struct", "thread_info")?
+                + b.member_offset("thread_info", "status")?)
+        });
+        offset.unwrap_or_else(|e| {
+            tracing::warn!("32-bit syscalls are not told apart: {e}");
+            COMPAT_UNKNOWN
+        })
+    })
 }
 
 /// The attached dispatcher and its handlers; dropping it detaches everything and closes the
@@ -136,7 +177,16 @@ impl SyscallCounter {
                 arch: std::env::consts::ARCH,
             });
         }
-        let mut ebpf = loader::load(&[Requirement::BpfPrivileges])?;
+        let ns = PidNamespace::current()?;
+        let status_off = task_status_offset();
+        let mut ebpf = loader::load_with(
+            loader::Family::Syscalls,
+            &[Requirement::BpfPrivileges],
+            |l| {
+                crate::pidns::configure(l, ns);
+                l.override_global(GLOBAL_TASK_STATUS_OFF, status_off, true);
+            },
+        )?;
         for name in HANDLER_PROGRAMS {
             loader::program_mut::<RawTracePoint>(&mut ebpf, name)?
                 .load()
@@ -222,14 +272,20 @@ impl SyscallCounter {
         let counts_map = self.percpu::<u64>(MAP_COUNTS)?;
         let handled_map = self.percpu::<HandlerRecord>(MAP_HANDLED)?;
         let stats_map = self.percpu::<u64>(MAP_STATS)?;
+        let compat_map = self.percpu::<u64>(MAP_COMPAT)?;
         let map_err = |name| move |source| Error::Map { name, source };
 
         let at = Instant::now();
-        let mut counts = Vec::with_capacity(SYSCALL_SLOTS as usize);
-        for nr in 0..SYSCALL_SLOTS {
-            let per_cpu = counts_map.get(&nr, 0).map_err(map_err(MAP_COUNTS))?;
-            counts.push(per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v)));
-        }
+        let read_table = |map: &PerCpuArray<&aya::maps::MapData, u64>, name| {
+            (0..SYSCALL_SLOTS)
+                .map(|nr| {
+                    let per_cpu = map.get(&nr, 0).map_err(map_err(name))?;
+                    Ok(per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
+                })
+                .collect::<Result<Vec<u64>>>()
+        };
+        let counts = read_table(&counts_map, MAP_COUNTS)?;
+        let compat = read_table(&compat_map, MAP_COMPAT)?;
         let mut handled = [HandlerRecord::default(); HANDLED_SLOTS as usize];
         for h in Handled::ALL {
             let per_cpu = handled_map
@@ -249,6 +305,9 @@ impl SyscallCounter {
             tail_call_failed: stats[DispatchStat::TailCallFailed as usize],
             out_of_range: stats[DispatchStat::OutOfRange as usize],
             dispatch_populated: self.table.view()?.populated(),
+            compat,
+            compat_out_of_range: stats[DispatchStat::CompatOutOfRange as usize],
+            compat_detected: *task_status_offset() != COMPAT_UNKNOWN,
         })
     }
 
@@ -292,7 +351,7 @@ mod tests {
 
     #[test]
     fn selection_builds_filter_flags() {
-        let me = std::process::id();
+        let me = PidNamespace::current().unwrap().own_pid();
         let none = Selection::default().to_filter().unwrap();
         assert_eq!(
             none,

@@ -68,7 +68,10 @@ impl XdpStats {
     ///
     /// Refuses to replace a program already attached to the interface.
     pub fn attach(iface: &Interface, mode: AttachMode) -> Result<Self> {
-        let mut ebpf = loader::load(&[Requirement::BpfPrivileges, Requirement::NetAdmin])?;
+        let mut ebpf = loader::load(
+            loader::Family::Xdp,
+            &[Requirement::BpfPrivileges, Requirement::NetAdmin],
+        )?;
         let prog: &mut Xdp = loader::program_mut(&mut ebpf, PROGRAM)?;
         prog.load().map_err(|source| Error::Program {
             name: PROGRAM,

@@ -257,6 +257,19 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The one child of process `pid` (e.g. the program `unshare --fork` started), waiting briefly
+/// for it to appear.
+pub fn only_child(pid: u32) -> u32 {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let mut found = None;
+    wait_until(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        found = text.split_whitespace().next().and_then(|c| c.parse().ok());
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("process {pid} has no child"))
+}
+
 /// Compiles `tests/programs/<name>.c` into a fresh file and returns its path. C rather than a
 /// script so the syscalls, execs and mallocs a test counts are exactly the ones the source makes.
 pub fn compile_c(name: &str) -> std::path::PathBuf {
@@ -265,16 +278,27 @@ pub fn compile_c(name: &str) -> std::path::PathBuf {
 
 /// [`compile_c`] with extra compiler flags (e.g. `-static -nostdlib` for a program without libc).
 pub fn compile_c_with(name: &str, flags: &[&str]) -> std::path::PathBuf {
+    compile_c_as(name, name, "cc", flags)
+}
+
+/// [`compile_c_with`] into output file `out_name` with compiler `compiler` (e.g. `musl-gcc`, or
+/// `cc` with `-m32`).
+pub fn compile_c_as(
+    name: &str,
+    out_name: &str,
+    compiler: &str,
+    flags: &[&str],
+) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/programs")
         .join(format!("{name}.c"));
     let dir = std::env::temp_dir().join(format!("mapscope-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("creating temp dir");
-    let out = dir.join(name);
+    let out = dir.join(out_name);
     let mut args = vec!["-O1", "-Wall"];
     args.extend_from_slice(flags);
     args.extend(["-o", out.to_str().unwrap(), src.to_str().unwrap()]);
-    run("cc", &args);
+    run(compiler, &args);
     out
 }
 
@@ -313,6 +337,23 @@ impl JsonView {
             .recv_timeout(Duration::from_secs(15))
             .expect("no report from mapscope");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// Waits for the view to end by itself; returns its exit status, the reports not read yet
+    /// and its stderr.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read as _;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        let reports = self
+            .lines
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect();
+        (status, reports, stderr)
     }
 
     /// SIGTERM after a last interval has passed; asserts a clean exit and returns the reports

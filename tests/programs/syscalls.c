@@ -4,7 +4,7 @@
  * usage: syscalls COMM OP:N...
  *   COMM  the command name to take (prctl PR_SET_NAME), so tests can filter on it.
  *   OP    personality  N x personality(0xffffffff) (a query: changes nothing)
- *         tuxcall      N x syscall(SYS_tuxcall) (unimplemented: nobody else calls it)
+ *         tuxcall      N x syscall(SYS_tuxcall) (unimplemented: nobody else calls it; x86_64 only)
  *         timers       N x timer_create, then per timer 1 settime, 2 gettime, 3 getoverrun,
  *                      then N x timer_delete
  *         rw           1 open(/dev/zero), 1 openat(/dev/null, O_CREAT), N x read 64 bytes,
@@ -19,6 +19,8 @@
  *     'e'  execve("/bin/true") (1 execve);
  *     EOF  exits.
  * So a window opened with 'g' makes exactly the OPs' syscalls plus one read and one write.
+ * Also built as a 32-bit static program (cc -m32 -static) for the compat-syscall tests, where
+ * every syscall it makes has its i386 number.
  * No stdio: printf would add syscalls of its own.
  */
 #define _GNU_SOURCE
@@ -48,7 +50,11 @@ static void run_op(const char *op) {
     if (len == 11 && !strncmp(op, "personality", len)) {
         for (long i = 0; i < n; i++) personality(0xffffffff);
     } else if (len == 7 && !strncmp(op, "tuxcall", len)) {
+#ifdef SYS_tuxcall
         for (long i = 0; i < n; i++) syscall(SYS_tuxcall);
+#else
+        die("tuxcall is x86_64 only\n");
+#endif
     } else if (len == 6 && !strncmp(op, "timers", len)) {
         static timer_t timers[MAX_TIMERS];
         struct sigevent sev = {.sigev_notify = SIGEV_NONE};

@@ -2,9 +2,11 @@
 
 mod exec;
 mod malloc;
+mod map;
 mod schedule;
 mod shutdown;
 mod syscalls;
+mod target_exit;
 mod xdp;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,10 @@ enum Command {
     Syscalls(syscalls::SyscallsArgs),
     /// malloc calls and bytes per CPU and per process, from a uprobe on libc.
     Malloc(malloc::MallocArgs),
+    /// The map toolbox: list, show, dump, get/set/del, push/pop/peek, pin/unpin and watch any
+    /// BPF map on the host.
+    #[command(subcommand)]
+    Map(map::MapCommand),
 }
 
 /// Runs the chosen subcommand.
@@ -37,5 +43,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exec(cmd) => exec::run(cmd).await,
         Command::Syscalls(args) => syscalls::run(args).await,
         Command::Malloc(args) => malloc::run(args).await,
+        Command::Map(cmd) => map::run(cmd).await,
     }
 }

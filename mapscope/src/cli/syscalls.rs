@@ -9,11 +9,12 @@ use mapscope::{
 };
 use mapscope_common::syscalls::{HANDLED_SLOTS, SYSCALL_SLOTS};
 
-use super::{schedule::ScheduleArgs, shutdown::Shutdown};
+use super::{schedule::ScheduleArgs, shutdown::Shutdown, target_exit::TargetExit};
 
 #[derive(Debug, Args)]
 pub struct SyscallsArgs {
     /// Count only this process: its pid (thread-group id) covers all its threads, not children.
+    /// Pids are those of mapscope's pid namespace. The view stops when the process exits.
     #[arg(long, short)]
     pid: Option<u32>,
     /// Count only threads with exactly this command name (at most 15 bytes, as `ps -o comm`
@@ -57,6 +58,7 @@ pub async fn run(args: SyscallsArgs) -> anyhow::Result<()> {
     };
     let filter = selection.to_filter()?;
     let described = selection.describe();
+    let target = TargetExit::watch(args.pid)?;
 
     let mut shutdown = Shutdown::install()?;
     let counter = SyscallCounter::attach(filter).context("attaching the syscall counter")?;
@@ -66,8 +68,9 @@ pub async fn run(args: SyscallsArgs) -> anyhow::Result<()> {
              table ({HANDLED_SLOTS} syscalls with dedicated handlers); Ctrl-C to stop"
         );
     }
-    schedule
+    target
         .print_deltas(
+            schedule,
             &mut shutdown,
             || Ok(counter.snapshot()?),
             |prev, cur| {

@@ -1,7 +1,9 @@
-//! Finding the libc a target uses, so the malloc uprobe lands in the file the target really maps
-//! rather than in a hard-coded path: `/proc/PID/maps` for a running process; for a binary, its
-//! `DT_NEEDED` libc resolved the way the dynamic loader does (RPATH/RUNPATH, `/etc/ld.so.cache`,
-//! then the default directories).
+//! Finding the libcs a target uses, so the malloc uprobe lands in the files processes really map
+//! rather than in a hard-coded path: `/proc/PID/maps` for a running process (through
+//! `/proc/PID/root` when it lives in another mount namespace, e.g. a container, or when mapscope
+//! does); every distinct libc mapped on the host for "all processes"; for a binary, its musl
+//! interpreter or its `DT_NEEDED` libc resolved the way the dynamic loader does (RPATH/RUNPATH,
+//! `/etc/ld.so.cache`, then the default directories). glibc and musl are both recognised.
 
 use std::{
     fs,
@@ -11,10 +13,13 @@ use std::{
 
 use object::{
     elf,
-    read::elf::{Dyn as _, FileHeader},
+    read::elf::{Dyn as _, FileHeader, ProgramHeader as _},
 };
 
 use crate::{Error, Result};
+
+mod in_use;
+pub use in_use::{InUse, Skipped, in_use};
 
 /// Offsets into `e_ident` (the ELF spec's names; `object` does not export them).
 const EI_CLASS: usize = 4;
@@ -52,19 +57,39 @@ pub fn for_process(pid: u32) -> Result<Libc> {
         )));
     }
     let path = PathBuf::from(path);
-    let same_ns = fs::read_link("/proc/self/ns/mnt").ok()
-        == fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let attach_path = if same_ns {
-        path.clone()
-    } else {
-        Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path))
-    };
+    let attach_path = attach_path_of(pid, &path, &own_mount_ns());
     Ok(Libc { path, attach_path })
+}
+
+/// What `/proc/self/ns/mnt` links to (`mnt:[inode]`), to tell which processes share our view of
+/// the file system.
+pub(super) fn own_mount_ns() -> Option<PathBuf> {
+    fs::read_link("/proc/self/ns/mnt").ok()
+}
+
+/// The path this process opens for `path` as process `pid` sees it: the same path when we share
+/// its mount namespace (`/proc/PID/maps` paths are then ours), else through `/proc/PID/root`, which
+/// resolves in the process's own namespace and root.
+pub(super) fn attach_path_of(pid: u32, path: &Path, own_ns: &Option<PathBuf>) -> PathBuf {
+    let same_ns = own_ns.is_some() && *own_ns == fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if same_ns {
+        path.to_path_buf()
+    } else {
+        Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+    }
 }
 
 /// The libc the dynamically linked binary at `bin` would load.
 pub fn for_binary(bin: &Path) -> Result<Libc> {
-    let data = fs::read(bin).map_err(|e| Error::io(format!("reading {}", bin.display()), e))?;
+    let data = fs::read(bin).map_err(|e| Error::BinaryUnreadable {
+        path: bin.display().to_string(),
+        reason: match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            std::io::ErrorKind::IsADirectory => "a directory".to_string(),
+            _ => e.to_string(),
+        },
+    })?;
     let no_libc = |why: String| Error::NoLibc {
         target: bin.display().to_string(),
         why,
@@ -83,6 +108,20 @@ pub fn for_binary(bin: &Path) -> Result<Libc> {
         return Ok(Libc {
             path: bin.to_path_buf(),
             attach_path: bin.to_path_buf(),
+        });
+    }
+    // musl's dynamic loader is its libc: a musl program maps no other (its DT_NEEDED says
+    // `libc.so`, a name only musl's loader resolves, to itself).
+    if let Some(interp) = dynamic.interp.as_deref().filter(|i| is_musl_loader(i)) {
+        let path = PathBuf::from(interp);
+        if file_elf_kind(&path).is_none() {
+            return Err(no_libc(format!(
+                "its musl loader {interp} is missing; install musl"
+            )));
+        }
+        return Ok(Libc {
+            attach_path: path.clone(),
+            path,
         });
     }
     if dynamic.needed.is_empty() {
@@ -118,15 +157,25 @@ pub fn for_self() -> Result<Libc> {
 }
 
 /// Whether a file or soname names a C library: glibc's `libc.so.6` (or old `libc-2.x.so`),
-/// a bare `libc.so`, or musl's `ld-musl-<arch>.so.1`, which is its libc too.
+/// a bare `libc.so` (musl as Debian installs it), or musl's `ld-musl-<arch>.so.1` and Alpine's
+/// `libc.musl-<arch>.so.1`: musl's loader is its libc too.
 pub fn is_libc_name(name: &str) -> bool {
     let base = name.rsplit('/').next().unwrap_or(name);
     base.starts_with("libc.so")
         || (base.starts_with("libc-") && base.ends_with(".so"))
-        || base.starts_with("ld-musl-")
+        || is_musl_loader(base)
+        || (base.starts_with("libc.musl-") && base.contains(".so"))
 }
 
-/// The first mapped file in a `/proc/PID/maps` text that is a libc.
+/// Whether a path names musl's dynamic loader (`/lib/ld-musl-x86_64.so.1`).
+fn is_musl_loader(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|b| b.starts_with("ld-musl-"))
+}
+
+/// The first mapped file in a `/proc/PID/maps` text that is a libc, with its ` (deleted)`
+/// marker if it has one.
 fn libc_in_maps(maps: &str) -> Option<&str> {
     maps.lines().find_map(|line| {
         // address perms offset dev inode, single spaces, then padding and the path.
@@ -138,6 +187,8 @@ fn libc_in_maps(maps: &str) -> Option<&str> {
 /// What the dynamic section says about loading.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct DynamicInfo {
+    /// PT_INTERP: the dynamic loader the kernel starts the program with.
+    interp: Option<String>,
     needed: Vec<String>,
     soname: Option<String>,
     rpath: Vec<String>,
@@ -150,9 +201,14 @@ fn dynamic_info<Elf: FileHeader<Endian = object::Endianness>>(
     let bad = |e: object::Error| format!("malformed ELF file ({e})");
     let header = Elf::parse(data).map_err(bad)?;
     let endian = header.endian().map_err(bad)?;
+    let mut info = DynamicInfo::default();
+    for ph in header.program_headers(endian, data).map_err(bad)? {
+        if let Some(interp) = ph.interpreter(endian, data).map_err(bad)? {
+            info.interp = Some(String::from_utf8_lossy(interp).into_owned());
+        }
+    }
     let sections = header.sections(endian, data).map_err(bad)?;
     let table = sections.dynamic_table(endian, data).map_err(bad)?;
-    let mut info = DynamicInfo::default();
     for d in table.dynamics() {
         let tag = d.tag(endian);
         if tag == elf::DT_NULL {
@@ -177,7 +233,7 @@ fn dynamic_info<Elf: FileHeader<Endian = object::Endianness>>(
 }
 
 /// ELF class and machine: a library only fits a binary with the same pair.
-type ElfKind = (u8, u16);
+pub(super) type ElfKind = (u8, u16);
 
 fn elf_kind(head: &[u8]) -> Option<ElfKind> {
     if !head.starts_with(&elf::ELFMAG) || head.len() < 20 {
@@ -192,7 +248,7 @@ fn elf_kind(head: &[u8]) -> Option<ElfKind> {
     Some((head[EI_CLASS], machine))
 }
 
-fn file_elf_kind(path: &Path) -> Option<ElfKind> {
+pub(super) fn file_elf_kind(path: &Path) -> Option<ElfKind> {
     let mut head = [0u8; 20];
     fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
     elf_kind(&head)
@@ -287,6 +343,8 @@ mod tests {
             "libc-2.31.so",
             "libc.so",
             "/lib/ld-musl-x86_64.so.1",
+            "/lib/libc.musl-x86_64.so.1",
+            "/usr/lib/x86_64-linux-musl/libc.so",
         ] {
             assert!(is_libc_name(yes), "{yes}");
         }
@@ -401,6 +459,13 @@ mod tests {
         let err = for_binary(Path::new("/proc/self/status")).unwrap_err();
         assert!(err.to_string().contains("not an ELF file"), "{err}");
         let err = for_binary(Path::new("/nonexistent/bin")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/bin"), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "cannot read /nonexistent/bin (no such file): pass the path of an existing program"
+            ),
+            "{err}"
+        );
+        let err = for_binary(Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("(a directory)"), "{err}");
     }
 }

@@ -1,33 +1,75 @@
 //! Turning two snapshots into one interval's view: calls and bytes per CPU and in total, and
 //! the processes that called malloc most (as bcc memleak / trace_malloc users expect).
+//! [`Interval`] is the one typed value every output renders (the table, `--json`).
 
 use std::{fmt::Write as _, time::Duration};
 
 use mapscope_common::malloc::MallocRecord;
 use serde::Serialize;
 
-use super::{Snapshot, sum};
+use super::{OUTSIDE_PIDNS, Snapshot, stacks::StackReport, sum};
+
+/// Version of the JSON object; bumps only when a field changes meaning (2: `libc` became the
+/// list `libcs`).
+pub const JSON_SCHEMA: u32 = 2;
+
+/// What the process table calls the tasks outside mapscope's pid namespace (pid 0).
+pub const OUTSIDE_COMM: &str = "[other pid namespaces]";
 
 /// One process's mallocs in the interval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProcessRow {
+    /// In mapscope's pid namespace; 0 for every task outside it.
     pub pid: u32,
     pub comm: String,
     pub calls: u64,
     pub bytes: u64,
 }
 
+/// One CPU's mallocs in the interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CpuRow {
+    pub cpu: usize,
+    pub calls: u64,
+    pub bytes: u64,
+}
+
+/// Calls and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub calls: u64,
+    pub bytes: u64,
+}
+
+impl From<MallocRecord> for Totals {
+    fn from(r: MallocRecord) -> Self {
+        Self {
+            calls: r.calls,
+            bytes: r.bytes,
+        }
+    }
+}
+
 /// One interval's report: what `mapscope malloc` prints every `--interval`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Interval {
+    #[serde(rename = "period_s", serialize_with = "secs")]
     pub period: Duration,
-    pub libc: String,
+    /// Every libc the probe sits in.
+    pub libcs: Vec<String>,
     pub target: String,
     /// Per CPU id.
-    pub per_cpu: Vec<MallocRecord>,
-    pub total: MallocRecord,
+    pub per_cpu: Vec<CpuRow>,
+    pub total: Totals,
     /// Most calls first (ties by pid); only processes that called malloc in the interval.
     pub top: Vec<ProcessRow>,
+    /// Who allocates, with `--stacks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<StackReport>,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// A kernel command name: bytes up to the first NUL.
@@ -46,7 +88,13 @@ fn delta(prev: &MallocRecord, cur: &MallocRecord) -> MallocRecord {
 
 impl Interval {
     /// Builds the report; `top` bounds the process table.
-    pub fn between(libc: &str, target: &str, prev: &Snapshot, cur: &Snapshot, top: usize) -> Self {
+    pub fn between(
+        libcs: &[String],
+        target: &str,
+        prev: &Snapshot,
+        cur: &Snapshot,
+        top: usize,
+    ) -> Self {
         let per_cpu: Vec<MallocRecord> = cur
             .per_cpu
             .iter()
@@ -74,7 +122,11 @@ impl Interval {
                 );
                 (d.calls > 0).then(|| ProcessRow {
                     pid,
-                    comm: comm_str(&c.comm),
+                    comm: if pid == OUTSIDE_PIDNS {
+                        OUTSIDE_COMM.to_string()
+                    } else {
+                        comm_str(&c.comm)
+                    },
                     calls: d.calls,
                     bytes: d.bytes,
                 })
@@ -84,12 +136,27 @@ impl Interval {
         rows.truncate(top);
         Self {
             period: cur.at.saturating_duration_since(prev.at),
-            libc: libc.to_string(),
+            libcs: libcs.to_vec(),
             target: target.to_string(),
-            total: sum(per_cpu.iter()),
-            per_cpu,
+            total: sum(per_cpu.iter()).into(),
+            per_cpu: per_cpu
+                .iter()
+                .enumerate()
+                .map(|(cpu, r)| CpuRow {
+                    cpu,
+                    calls: r.calls,
+                    bytes: r.bytes,
+                })
+                .collect(),
             top: rows,
+            stacks: None,
         }
+    }
+
+    /// Adds the stacks part.
+    pub fn with_stacks(mut self, stacks: StackReport) -> Self {
+        self.stacks = Some(stacks);
+        self
     }
 
     /// The per-CPU table followed by the top processes.
@@ -98,11 +165,11 @@ impl Interval {
             "malloc over {:.3}s for {} ({})\n",
             self.period.as_secs_f64(),
             self.target,
-            self.libc
+            self.libcs.join(", ")
         );
         let _ = writeln!(out, "{:<8} {:>12} {:>16}", "CPU", "CALLS", "BYTES");
-        for (cpu, r) in self.per_cpu.iter().enumerate() {
-            let _ = writeln!(out, "{cpu:<8} {:>12} {:>16}", r.calls, r.bytes);
+        for r in &self.per_cpu {
+            let _ = writeln!(out, "{:<8} {:>12} {:>16}", r.cpu, r.calls, r.bytes);
         }
         let _ = writeln!(
             out,
@@ -115,32 +182,36 @@ impl Interval {
             "PID", "COMM", "CALLS", "BYTES"
         );
         for p in &self.top {
+            let pid = if p.pid == OUTSIDE_PIDNS {
+                "-".to_string()
+            } else {
+                p.pid.to_string()
+            };
             let _ = writeln!(
                 out,
-                "{:<8} {:<16} {:>12} {:>16}",
-                p.pid, p.comm, p.calls, p.bytes
+                "{pid:<8} {:<16} {:>12} {:>16}",
+                p.comm, p.calls, p.bytes
             );
+        }
+        if let Some(stacks) = &self.stacks {
+            out.push_str(&stacks.table());
         }
         out
     }
 
-    /// One JSON object per interval (stable field names; `schema` bumps on change).
+    /// One JSON object per interval: this value with a leading `schema`.
     pub fn json(&self) -> serde_json::Value {
-        let per_cpu: Vec<serde_json::Value> = self
-            .per_cpu
-            .iter()
-            .enumerate()
-            .map(|(cpu, r)| serde_json::json!({"cpu": cpu, "calls": r.calls, "bytes": r.bytes}))
-            .collect();
-        serde_json::json!({
-            "schema": 1,
-            "period_s": self.period.as_secs_f64(),
-            "libc": self.libc,
-            "target": self.target,
-            "per_cpu": per_cpu,
-            "total": {"calls": self.total.calls, "bytes": self.total.bytes},
-            "top": self.top,
+        #[derive(Serialize)]
+        struct Versioned<'a> {
+            schema: u32,
+            #[serde(flatten)]
+            interval: &'a Interval,
+        }
+        serde_json::to_value(Versioned {
+            schema: JSON_SCHEMA,
+            interval: self,
         })
+        .expect("an interval always serializes")
     }
 }
 
@@ -175,6 +246,7 @@ mod tests {
                 (100, proc_rec(10, 1000, "a")),
                 (200, proc_rec(5, 50, "b")),
             ]),
+            stacks: None,
         };
         let cur = Snapshot {
             at: t0 + Duration::from_millis(500),
@@ -184,6 +256,7 @@ mod tests {
                 (200, proc_rec(5, 50, "b")),
                 (300, proc_rec(10, 1000, "new")),
             ]),
+            stacks: None,
         };
         (prev, cur)
     }
@@ -191,9 +264,21 @@ mod tests {
     #[test]
     fn deltas_per_cpu_total_and_top() {
         let (prev, cur) = snapshots();
-        let r = Interval::between("/lib/libc.so.6", "all processes", &prev, &cur, 10);
-        assert_eq!(r.per_cpu, [rec(4, 400), rec(10, 1000)]);
-        assert_eq!(r.total, rec(14, 1400));
+        let r = Interval::between(&["/lib/libc.so.6".into()], "all processes", &prev, &cur, 10);
+        assert_eq!(
+            r.per_cpu
+                .iter()
+                .map(|c| (c.cpu, c.calls, c.bytes))
+                .collect::<Vec<_>>(),
+            [(0, 4, 400), (1, 10, 1000)]
+        );
+        assert_eq!(
+            r.total,
+            Totals {
+                calls: 14,
+                bytes: 1400
+            }
+        );
         let top: Vec<(u32, &str, u64, u64)> = r
             .top
             .iter()
@@ -201,7 +286,7 @@ mod tests {
             .collect();
         // pid 200 made no calls in the interval; pid 300 is new and counts from zero.
         assert_eq!(top, [(300, "new", 10, 1000), (100, "a", 4, 400)]);
-        let one = Interval::between("l", "t", &prev, &cur, 1);
+        let one = Interval::between(&["l".into()], "t", &prev, &cur, 1);
         assert_eq!(one.top.len(), 1);
     }
 
@@ -209,14 +294,14 @@ mod tests {
     fn evicted_and_recreated_process_is_not_a_wrap() {
         let (mut prev, cur) = snapshots();
         prev.processes.insert(300, proc_rec(50, 5000, "old"));
-        let r = Interval::between("l", "t", &prev, &cur, 10);
+        let r = Interval::between(&["l".into()], "t", &prev, &cur, 10);
         assert!(r.top.iter().all(|p| p.pid != 300), "{:?}", r.top);
     }
 
     #[test]
     fn table_and_json() {
         let (prev, cur) = snapshots();
-        let r = Interval::between("/lib/libc.so.6", "pid 100", &prev, &cur, 10);
+        let r = Interval::between(&["/lib/libc.so.6".into()], "pid 100", &prev, &cur, 10);
         let t = r.table();
         assert!(
             t.starts_with("malloc over 0.500s for pid 100 (/lib/libc.so.6)"),
@@ -237,11 +322,35 @@ mod tests {
                 .any(|l| l.split_whitespace().eq(["300", "new", "10", "1000"]))
         );
         let j = r.json();
-        assert_eq!(j["schema"], 1);
+        assert_eq!(j["schema"], 2);
         assert_eq!(j["per_cpu"][1]["bytes"], 1000);
         assert_eq!(j["total"]["calls"], 14);
         assert_eq!(j["top"][0]["comm"], "new");
-        assert_eq!(j["libc"], "/lib/libc.so.6");
+        assert_eq!(j["libcs"][0], "/lib/libc.so.6");
+        assert_eq!(j["per_cpu"][1]["cpu"], 1);
+    }
+
+    #[test]
+    fn tasks_outside_the_pid_namespace_have_one_row_without_a_pid() {
+        let (prev, mut cur) = snapshots();
+        cur.processes
+            .insert(OUTSIDE_PIDNS, proc_rec(3, 30, "whoever-last"));
+        let r = Interval::between(&["l".into()], "t", &prev, &cur, 10);
+        let outside = r.top.iter().find(|p| p.pid == 0).unwrap();
+        assert_eq!(outside.comm, OUTSIDE_COMM);
+        assert_eq!((outside.calls, outside.bytes), (3, 30));
+        let t = r.table();
+        assert!(
+            t.lines().any(|l| l.split_whitespace().eq([
+                "-",
+                "[other",
+                "pid",
+                "namespaces]",
+                "3",
+                "30"
+            ])),
+            "{t}"
+        );
     }
 
     #[test]

@@ -401,6 +401,19 @@ pub fn number(name: &str) -> Option<u32> {
     X86_64.iter().find(|&&(_, n)| n == name).map(|&(nr, _)| nr)
 }
 
+/// The i386 name of 32-bit (compat) syscall `nr`, from the `syscalls` crate's table (Linux's
+/// `syscall_32.tbl`), which 32-bit processes on x86_64 use.
+pub fn i386_name(nr: u32) -> Option<&'static str> {
+    syscalls::x86::Sysno::new(nr as usize).map(|s| s.name())
+}
+
+/// The i386 number of the syscall called `name`, if 32-bit processes have it.
+pub fn i386_number(name: &str) -> Option<u32> {
+    name.parse::<syscalls::x86::Sysno>()
+        .ok()
+        .map(|s| s.id() as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use mapscope_common::syscalls::{Handled, SYSCALL_SLOTS};
@@ -429,6 +442,16 @@ mod tests {
         assert_eq!(number("timer_create"), Some(222));
         assert_eq!(number("timer_delete"), Some(226));
         assert_eq!(number("nosuchcall"), None);
+    }
+
+    #[test]
+    fn i386_numbers_differ_from_x86_64() {
+        assert_eq!(i386_name(11), Some("execve"));
+        assert_eq!(i386_name(136), Some("personality"));
+        assert_eq!(i386_name(1), Some("exit"));
+        assert_eq!(i386_number("personality"), Some(136));
+        assert_eq!(i386_number("tuxcall"), None, "x86_64 only");
+        assert_eq!(i386_number("nosuchcall"), None);
     }
 
     #[test]
