@@ -8,8 +8,8 @@
 //!   with the value it had when its bucket was read. Keys added or removed during the walk may or
 //!   may not appear. A walk always ends: it is bounded by the number of buckets.
 //! - `get_next_key` walks restart from the first key when the key they stand on is deleted. We
-//!   detect that (the kernel hands back its current first key) and stop instead of repeating
-//!   keys: the dump is then marked incomplete, never duplicated. Array walks never restart. A hard
+//!   detect that (the kernel hands back its first key, which we read just before and just after
+//!   each step) and stop instead of repeating keys: the dump is then marked incomplete. Array walks never restart. A hard
 //!   step limit (twice `max_entries`) bounds the walk whatever the map does.
 
 use super::{Error, MapHandle, Result, sys};
@@ -183,17 +183,32 @@ fn next_key_walk(
     let mut started = false;
     let mut steps = 0u64;
     let gnk_err = |e| Error::sys(format!("walking the keys of {}", map.label()), e);
+    let mut head_before = vec![0u8; key_size];
+    let mut recent = RecentKeys::default();
     loop {
+        let check_restart = started && restarts;
+        if check_restart {
+            stats.syscalls += 1;
+            if !sys::next_key(map.fd(), None, &mut head_before).map_err(gnk_err)? {
+                // Empty now: everything left was deleted.
+                stats.incomplete = true;
+                return Ok(());
+            }
+        }
         stats.syscalls += 1;
         if !sys::next_key(map.fd(), started.then_some(&prev[..]), &mut next).map_err(gnk_err)? {
             return Ok(());
         }
-        if started && restarts {
+        if check_restart {
             // The kernel restarts from the first key when `prev` was deleted meanwhile; the
-            // first key is never the legitimate successor of another key, so equality means a
-            // restart.
+            // first key is never the legitimate successor of another key, so equality with the
+            // first key read just before or just after the step means a restart. (A restart goes
+            // unseen only if the first key changed both before and after it within microseconds.)
             stats.syscalls += 1;
-            if !sys::next_key(map.fd(), None, &mut head).map_err(gnk_err)? || head == next {
+            if !sys::next_key(map.fd(), None, &mut head).map_err(gnk_err)?
+                || head == next
+                || head_before == next
+            {
                 stats.incomplete = true;
                 return Ok(());
             }
@@ -205,6 +220,11 @@ fn next_key_walk(
         }
         std::mem::swap(&mut prev, &mut next);
         started = true;
+        if restarts && recent.seen_or_insert(&prev) {
+            // Updated in place: the kernel re-links a replaced element at the head of its
+            // bucket, so the walk runs over that bucket's earlier keys again. Skip them.
+            continue;
+        }
         if !keys_only {
             stats.syscalls += 1;
             match sys::lookup(map.fd(), Some(&prev), &mut value) {
@@ -228,5 +248,49 @@ fn next_key_walk(
         if visit(&prev, &value)? == Flow::Stop {
             return Ok(());
         }
+    }
+}
+
+/// How many of the last visited keys a `get_next_key` walk remembers to skip in-bucket repeats.
+const RECENT_KEYS: usize = 64;
+
+/// The last [`RECENT_KEYS`] keys of a walk, in constant memory.
+#[derive(Default)]
+struct RecentKeys {
+    keys: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl RecentKeys {
+    /// True if `key` is among the recent keys; otherwise remembers it (forgetting the oldest).
+    fn seen_or_insert(&mut self, key: &[u8]) -> bool {
+        if self.keys.iter().any(|k| k == key) {
+            return true;
+        }
+        let mut slot = if self.keys.len() == RECENT_KEYS {
+            self.keys.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        slot.clear();
+        slot.extend_from_slice(key);
+        self.keys.push_back(slot);
+        false
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    #[test]
+    fn recent_keys_remember_the_last_window_only() {
+        let mut r = RecentKeys::default();
+        for k in 0..RECENT_KEYS as u32 {
+            assert!(!r.seen_or_insert(&k.to_ne_bytes()));
+        }
+        assert!(r.seen_or_insert(&0u32.to_ne_bytes()));
+        assert!(!r.seen_or_insert(&1000u32.to_ne_bytes()));
+        // 0 was the oldest and is forgotten now.
+        assert!(!r.seen_or_insert(&0u32.to_ne_bytes()));
     }
 }
