@@ -15,6 +15,7 @@ pub mod requirements;
 pub mod sinks;
 pub mod syscalls;
 pub mod tgid;
+pub mod versioned;
 pub mod xdp;
 
 pub use error::{Error, Result};

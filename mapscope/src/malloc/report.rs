@@ -201,17 +201,7 @@ impl Interval {
 
     /// One JSON object per interval: this value with a leading `schema`.
     pub fn json(&self) -> serde_json::Value {
-        #[derive(Serialize)]
-        struct Versioned<'a> {
-            schema: u32,
-            #[serde(flatten)]
-            interval: &'a Interval,
-        }
-        serde_json::to_value(Versioned {
-            schema: JSON_SCHEMA,
-            interval: self,
-        })
-        .expect("an interval always serializes")
+        crate::versioned::versioned(JSON_SCHEMA, self)
     }
 }
 
