@@ -979,3 +979,86 @@ async fn shutdown_with_a_slow_service_loses_nothing() {
     assert!(status.success());
     assert_in_order(&server.events(), N);
 }
+
+// ---- attach and detach with an exec in flight ----------------------------------------------
+
+/// `exec_block` started and waiting inside its execve.
+struct BlockedExec {
+    child: std::process::Child,
+}
+
+impl BlockedExec {
+    fn start() -> Self {
+        let prog = compile_c_with("exec_block", &["-pthread"]);
+        let mut child = Command::new(prog)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "blocked\n");
+        Self { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the exec succeed (`go`) or fail (end of input), and waits.
+    fn finish(mut self, succeed: bool) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        if succeed {
+            std::io::Write::write_all(&mut stdin, b"go\n").unwrap();
+        }
+        drop(stdin);
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(if succeed { 0 } else { 3 }));
+    }
+}
+
+impl Drop for BlockedExec {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_under_way_at_attach_is_still_reported() {
+    require_root();
+    let blocked = BlockedExec::start();
+    let pid = blocked.pid();
+    // No uid filter (the program needs CAP_SYS_PTRACE): its event is picked by pid.
+    let mut t = ExecTracer::attach(ExecOptions::default()).unwrap();
+    let mut events = t.events(4096).unwrap();
+    blocked.finish(true);
+    let e = loop {
+        match timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(e)) if e.pid == pid => break e,
+            Ok(Some(_)) => {}
+            _ => panic!("no event for {pid}"),
+        }
+    };
+    // Its entry came before the attach: reported from sched_process_exec.
+    assert_eq!((e.ret, e.syscall), (0, "unknown"));
+    assert_eq!(e.filename, "/bin/true");
+    assert_eq!(e.args, ["/bin/true", "blocked-exec"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_in_flight_at_detach_is_counted() {
+    require_root();
+    let mut t = ExecTracer::attach(ExecOptions::default()).unwrap();
+    let blocked = BlockedExec::start();
+    t.detach();
+    let c = t.counters().unwrap();
+    // The blocked exec, and nothing else on this host stays in an exec for 200 ms.
+    assert_eq!(c.lost_at_detach, 1, "{c:?}");
+    assert_eq!(t.lost().unwrap(), c.lost());
+    blocked.finish(false);
+}
