@@ -14,11 +14,14 @@ use std::{
     time::Duration,
 };
 
-use harness::{BIN, assert_one_line_error, compile_c, require_root, unprivileged, web::TestServer};
+use harness::{
+    BIN, assert_one_line_error, compile_c, compile_c_with, require_root, unprivileged,
+    web::TestServer,
+};
 use mapscope::exec::{
     EventStream, Exec, ExecOptions, ExecTracer, Transport, event::TRUNCATION_MARKER,
 };
-use mapscope_common::exec::{ARG_MAX_LEN, MAX_ARGS};
+use mapscope_common::exec::{ARG_MAX_LEN, ARGS_BUDGET, MAX_ARGS};
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader, Lines},
     process::ChildStdout,
@@ -135,29 +138,70 @@ async fn missing_path_reports_enoent() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn over_long_and_too_many_args_are_truncated_with_a_marker() {
+async fn successful_exec_args_come_whole_from_the_new_image() {
     let uid = 61004;
     let probe = probe();
     let mut t = tracer(uid, Transport::Ring);
     let mut events = t.events(16).unwrap();
 
+    // Read as one block from the new image: no per-argument or argument-count limit.
     let long = "a".repeat(3 * ARG_MAX_LEN);
     exec_as(uid, probe, &[&long, "after"]);
     let many: Vec<String> = (0..MAX_ARGS + 10).map(|i| format!("m{i}")).collect();
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
     exec_as(uid, probe, &many_refs);
     exec_as(uid, probe, &[]);
+    // Beyond ARGS_BUDGET bytes in all, the block is cut (mid-argument) and marked.
+    let big = "b".repeat(1000);
+    exec_as(uid, probe, &[&big, &big, &big, &big, &big]);
 
-    let got = recv_exact(&mut events, 3).await;
+    let got = recv_exact(&mut events, 4).await;
+    let probe_s = probe.to_str().unwrap();
+    assert_eq!(got[0].args, [probe_s, long.as_str(), "after"]);
+    assert!(!got[0].args_truncated);
+    let mut want = vec![probe_s];
+    want.extend(&many_refs);
+    assert_eq!(got[1].args, want);
+    assert!(!got[1].args_truncated);
+    assert_eq!(got[2].args, [probe_s]);
+    assert!(!got[2].args_truncated);
+    let bytes: usize = got[3].args.iter().map(|a| a.len() + 1).sum::<usize>() - 1;
+    assert_eq!(bytes, ARGS_BUDGET, "{:?}", got[3].args.len());
+    assert!(got[3].args_truncated);
+    assert!(
+        got[3].line().ends_with(TRUNCATION_MARKER),
+        "{}",
+        got[3].line()
+    );
+    assert_eq!(t.lost().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_exec_args_are_read_from_argv_with_limits() {
+    let uid = 61013;
+    let mut t = tracer(uid, Transport::Ring);
+    let mut events = t.events(16).unwrap();
+    let missing = "/nonexistent/mapscope-long-args";
+    let long = "a".repeat(3 * ARG_MAX_LEN);
+    let err = Command::new(missing)
+        .args([long.as_str(), "after"])
+        .uid(uid)
+        .gid(uid)
+        .spawn()
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    let many: Vec<String> = (0..MAX_ARGS + 10).map(|i| format!("m{i}")).collect();
+    let _ = Command::new(missing)
+        .args(&many)
+        .uid(uid)
+        .gid(uid)
+        .spawn()
+        .unwrap_err();
+    let got = recv_exact(&mut events, 2).await;
     // One argument cut at ARG_MAX_LEN - 1 bytes (+ NUL); the ones after it still arrive.
     assert_eq!(got[0].args[1], "a".repeat(ARG_MAX_LEN - 1));
     assert_eq!(got[0].args[2], "after");
-    assert!(got[0].args_truncated);
-    assert!(
-        got[0].line().ends_with(TRUNCATION_MARKER),
-        "{}",
-        got[0].line()
-    );
+    assert!(got[0].args_truncated && !got[0].args_fault);
     // argv[0] plus the first MAX_ARGS - 1 extra arguments.
     assert_eq!(got[1].args.len(), MAX_ARGS as usize);
     assert_eq!(
@@ -165,8 +209,143 @@ async fn over_long_and_too_many_args_are_truncated_with_a_marker() {
         format!("m{}", MAX_ARGS - 2)
     );
     assert!(got[1].args_truncated);
-    assert!(!got[2].args_truncated);
-    assert_eq!(got[2].args, [probe.to_str().unwrap()]);
+    for e in &got {
+        assert_eq!((e.ret, e.filename.as_str()), (-libc::ENOENT, missing));
+    }
+}
+
+fn literal_program() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| compile_c("exec_literal"))
+}
+
+/// Runs `exec_literal MODE` as `uid` and returns the events for its pid (its own exec first).
+async fn literal_events(uid: u32, mode: &str) -> Vec<Exec> {
+    let prog = literal_program();
+    let mut t = tracer(uid, Transport::Ring);
+    let mut events = t.events(16).unwrap();
+    let pid = exec_as(uid, prog, &[mode]);
+    let got = recv_exact(&mut events, 2).await;
+    assert!(got.iter().all(|e| e.pid == pid), "{got:#?}");
+    assert_eq!(got[0].filename, prog.to_str().unwrap());
+    assert_eq!(t.lost().unwrap(), 0);
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strings_never_paged_in_are_exact_for_a_successful_exec() {
+    let got = literal_events(61014, "ok").await;
+    let e = &got[1];
+    assert_eq!(e.ret, 0);
+    assert_eq!(e.filename, "/bin/true");
+    assert_eq!(e.args, ["/bin/true", "hello-literal"]);
+    assert_eq!(e.comm, "true");
+    assert!(
+        !e.filename_fault && !e.args_fault && !e.args_truncated,
+        "{e:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strings_never_paged_in_are_flagged_for_a_failed_exec() {
+    // The kernel read the filename (so it is paged in and exact); it never reached argv, whose
+    // untouched strings cannot be read: flagged, not silently empty.
+    let got = literal_events(61015, "missing").await;
+    let e = &got[1];
+    assert_eq!(e.ret, -libc::ENOENT);
+    assert_eq!(e.filename, "/nonexistent/mapscope-literal");
+    assert!(!e.filename_fault);
+    assert!(e.args.is_empty() && e.args_fault, "{e:#?}");
+
+    let got = literal_events(61016, "efault").await;
+    let e = &got[1];
+    assert_eq!(e.ret, -libc::EFAULT);
+    assert_eq!(e.filename, "");
+    assert!(e.filename_fault, "{e:#?}");
+    assert!(e.args.is_empty() && e.args_fault, "{e:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_threads_exec_at_once_each_with_its_own_outcome() {
+    let prog = compile_c_with("exec_race", &["-pthread"]);
+    // No uid filter (the program needs CAP_SYS_PTRACE for its userfaultfd): events are
+    // picked by pid.
+    let mut t = ExecTracer::attach(ExecOptions::default()).unwrap();
+    let mut events = t.events(4096).unwrap();
+    let child = Command::new(&prog).stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let thread: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_ne!(thread, pid);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(e)) if e.pid == pid => got.push(e),
+            Ok(Some(_)) => {}
+            _ => panic!("only {} of 3 events for {pid}: {got:#?}", got.len()),
+        }
+    }
+    // The launch, then the main thread's exec, killed by the second thread's, which wins.
+    assert_eq!((got[0].tid, got[0].ret), (pid, 0));
+    assert_eq!(got[0].filename, prog.to_str().unwrap());
+    let failed = &got[1];
+    assert_eq!(failed.tid, pid, "{failed:#?}");
+    assert_eq!(failed.ret, -libc::EFAULT, "{failed:#?}");
+    assert!(
+        failed.filename_fault && failed.filename.is_empty(),
+        "{failed:#?}"
+    );
+    let won = &got[2];
+    assert_eq!(won.tid, thread, "{won:#?}");
+    assert_eq!(won.ret, 0);
+    assert_eq!(won.filename, "/bin/true");
+    assert_eq!(won.args, ["/bin/true", "from-thread"]);
+    assert_eq!(t.lost().unwrap(), 0);
+    assert_eq!(t.counters().unwrap().lost_inflight_replaced, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_32_bit_process_exec_is_seen() {
+    let uid = 61017;
+    let compat = harness::compile_c_as("exec_compat", "exec_compat", "cc", &["-m32", "-static"]);
+    let probe = probe();
+    let mut t = tracer(uid, Transport::Perf);
+    let mut events = t.events(16).unwrap();
+    let pid = exec_as(uid, &compat, &[probe.to_str().unwrap()]);
+    let got = recv_exact(&mut events, 2).await;
+    // Its own launch (by this 64-bit test), then its exec as a 32-bit caller: not seen at
+    // syscall entry, reported from sched_process_exec.
+    assert_eq!(got[0].syscall, "execve");
+    let e = &got[1];
+    assert_eq!((e.pid, e.tid, e.uid, e.ret), (pid, pid, uid, 0));
+    assert_eq!(e.ppid, Some(std::process::id()));
+    assert_eq!(e.syscall, "unknown");
+    assert_eq!(e.filename, probe.to_str().unwrap());
+    assert_eq!(e.args, [probe.to_str().unwrap(), "from-32-bit"]);
+    assert_eq!(e.comm, "exec_probe");
+    // Counted once per exec, seen at entry or not.
+    assert_eq!(t.uid_counts().unwrap().get(&uid), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_sent_at_their_used_length() {
+    // 64 KiB held 12 events at their full ~5 KiB; at their used length (header + a few
+    // arguments, under 1 KiB) it holds all 40 with nothing read.
+    let uid = 61018;
+    let probe = probe();
+    let mut t = ExecTracer::attach(ExecOptions {
+        uid: Some(uid),
+        ring_bytes: 64 * 1024,
+        ..ExecOptions::default()
+    })
+    .unwrap();
+    for _ in 0..40 {
+        exec_as(uid, probe, &["x"]);
+    }
+    let mut events = t.events(1024).unwrap();
+    recv_exact(&mut events, 40).await;
+    assert_eq!(t.lost().unwrap(), 0);
 }
 
 /// Produces more events than the kernel buffer holds while nothing reads, then checks every
@@ -177,10 +356,11 @@ async fn flood(transport: Transport, uid: u32) {
     let mut t = ExecTracer::attach(ExecOptions {
         transport,
         uid: Some(uid),
-        ring_bytes: 64 * 1024, // room for 12 events of ~5 KiB
-        perf_pages: 2,         // room for 1 event per CPU
+        ring_bytes: 64 * 1024, // room for 14 events with 4 KiB of arguments
+        perf_pages: 2,         // room for 1 such event per CPU
     })
     .unwrap();
+    let big = "f".repeat(4000);
     let events = match transport {
         // The ring keeps events until someone reads: don't read at all yet.
         Transport::Ring => None,
@@ -189,7 +369,7 @@ async fn flood(transport: Transport, uid: u32) {
         Transport::Perf => Some(t.events(1).unwrap()),
     };
     for _ in 0..PRODUCED {
-        exec_as(uid, probe, &[]);
+        exec_as(uid, probe, &[&big]);
     }
     let mut events = match events {
         Some(e) => e,
@@ -224,18 +404,34 @@ async fn perf_flood_accounts_for_every_event() {
 #[test]
 fn bad_buffer_sizes_are_rejected() {
     require_root();
-    for opts in [
-        ExecOptions {
-            ring_bytes: 5000,
-            ..ExecOptions::default()
-        },
-        ExecOptions {
-            perf_pages: 3,
-            ..ExecOptions::default()
-        },
+    let ring =
+        "ring buffer size must be a power of two of at least 8192 bytes (the largest exec event)";
+    for (opts, needle) in [
+        (
+            ExecOptions {
+                ring_bytes: 5000,
+                ..ExecOptions::default()
+            },
+            ring,
+        ),
+        (
+            // A power of two, but smaller than one event with full arguments.
+            ExecOptions {
+                ring_bytes: 4096,
+                ..ExecOptions::default()
+            },
+            ring,
+        ),
+        (
+            ExecOptions {
+                perf_pages: 3,
+                ..ExecOptions::default()
+            },
+            "perf buffer pages must be a power of two",
+        ),
     ] {
         let err = ExecTracer::attach(opts).err().expect("accepted a bad size");
-        assert!(err.to_string().contains("power of two"), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
     }
 }
 
@@ -456,7 +652,7 @@ fn cli_bad_input_is_one_line() {
             &["exec", "--post", "ftp://127.0.0.1/x"],
             "is not a valid http(s) URL",
         ),
-        (&["exec", "--ring-bytes", "1000"], "power of two"),
+        (&["exec", "--ring-bytes", "4096"], "at least 8192 bytes"),
     ];
     for (args, needle) in cases {
         let out = Command::new(BIN).args(args).output().unwrap();
@@ -782,4 +978,87 @@ async fn shutdown_with_a_slow_service_loses_nothing() {
     let (status, _) = cli.stop().await;
     assert!(status.success());
     assert_in_order(&server.events(), N);
+}
+
+// ---- attach and detach with an exec in flight ----------------------------------------------
+
+/// `exec_block` started and waiting inside its execve.
+struct BlockedExec {
+    child: std::process::Child,
+}
+
+impl BlockedExec {
+    fn start() -> Self {
+        let prog = compile_c_with("exec_block", &["-pthread"]);
+        let mut child = Command::new(prog)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "blocked\n");
+        Self { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the exec succeed (`go`) or fail (end of input), and waits.
+    fn finish(mut self, succeed: bool) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        if succeed {
+            std::io::Write::write_all(&mut stdin, b"go\n").unwrap();
+        }
+        drop(stdin);
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(if succeed { 0 } else { 3 }));
+    }
+}
+
+impl Drop for BlockedExec {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_under_way_at_attach_is_still_reported() {
+    require_root();
+    let blocked = BlockedExec::start();
+    let pid = blocked.pid();
+    // No uid filter (the program needs CAP_SYS_PTRACE): its event is picked by pid.
+    let mut t = ExecTracer::attach(ExecOptions::default()).unwrap();
+    let mut events = t.events(4096).unwrap();
+    blocked.finish(true);
+    let e = loop {
+        match timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(e)) if e.pid == pid => break e,
+            Ok(Some(_)) => {}
+            _ => panic!("no event for {pid}"),
+        }
+    };
+    // Its entry came before the attach: reported from sched_process_exec.
+    assert_eq!((e.ret, e.syscall), (0, "unknown"));
+    assert_eq!(e.filename, "/bin/true");
+    assert_eq!(e.args, ["/bin/true", "blocked-exec"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_in_flight_at_detach_is_counted() {
+    require_root();
+    let mut t = ExecTracer::attach(ExecOptions::default()).unwrap();
+    let blocked = BlockedExec::start();
+    t.detach();
+    let c = t.counters().unwrap();
+    // The blocked exec, and nothing else on this host stays in an exec for 200 ms.
+    assert_eq!(c.lost_at_detach, 1, "{c:?}");
+    assert_eq!(t.lost().unwrap(), c.lost());
+    blocked.finish(false);
 }

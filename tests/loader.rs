@@ -23,7 +23,9 @@ fn each_family_creates_only_its_own_maps() {
         (Family::Xdp, &["XDP_STATS_ARR", "XDP_STATS_PCPU"]),
         (
             Family::Exec,
+            // .rodata: the pid-namespace global.
             &[
+                ".rodata",
                 "EXEC_CONFIG",
                 "EXEC_INFLIGHT",
                 "EXEC_LOST",

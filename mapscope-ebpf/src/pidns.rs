@@ -29,8 +29,15 @@ macro_rules! pidns_global {
 /// namespace nested below it: the helper matches one namespace, not its descendants).
 #[inline(always)]
 pub fn current_tgid(ns: PidNs) -> Option<u32> {
+    current_pid_tgid(ns).map(|(_, tgid)| tgid)
+}
+
+/// The current task's thread id and tgid as namespace `ns` numbers them (see [`current_tgid`]).
+#[inline(always)]
+pub fn current_pid_tgid(ns: PidNs) -> Option<(u32, u32)> {
     if ns.is_initial() {
-        return Some((bpf_get_current_pid_tgid() >> 32) as u32);
+        let id = bpf_get_current_pid_tgid();
+        return Some((id as u32, (id >> 32) as u32));
     }
     let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
     // SAFETY: `info` is a live stack buffer of exactly the size passed.
@@ -42,5 +49,5 @@ pub fn current_tgid(ns: PidNs) -> Option<u32> {
             core::mem::size_of::<bpf_pidns_info>() as u32,
         )
     };
-    (rc == 0).then_some(info.tgid)
+    (rc == 0).then_some((info.pid, info.tgid))
 }

@@ -179,6 +179,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
                 }
             }
             _ = ticker.tick() => {
+                mapscope::exec::event::refresh_clock();
                 let lost = tracer.lost()?;
                 report_lost(lost, last_lost, period);
                 if let Some(sink) = &sink { sink.set_lost(lost); }
@@ -194,9 +195,11 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
             _ = shutdown.wait() => break,
         }
     }
+    // Detach first (entries, then outcomes: execs in flight are finished or counted) so nothing
+    // new arrives, then hand on what the kernel already captured: stopping must not throw away
+    // events sitting in the buffers or the channel.
+    tracer.detach();
     let lost = tracer.lost()?;
-    // Detach first so nothing new arrives, then hand on what the kernel already captured:
-    // stopping must not throw away events sitting in the buffers or the channel.
     drop(tracer);
     if drain {
         while let Ok(Some(ev)) = tokio::time::timeout(DRAIN_QUIET, events.recv()).await {

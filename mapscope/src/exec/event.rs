@@ -2,13 +2,13 @@
 
 use std::{
     ffi::CStr,
-    sync::OnceLock,
+    sync::atomic::{AtomicI64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use mapscope_common::exec::{
-    ExecEvent, ExecSyscall, FLAG_ARGS_FAULT, FLAG_ARGS_TRUNCATED, FLAG_FILENAME_TRUNCATED,
-    FLAG_PPID_UNKNOWN,
+    ARGS_BUF, ExecHeader, ExecSyscall, FLAG_ARGS_FAULT, FLAG_ARGS_TRUNCATED, FLAG_FILENAME_FAULT,
+    FLAG_FILENAME_TRUNCATED, FLAG_PPID_UNKNOWN, HEADER_LEN,
 };
 use serde::Serialize;
 
@@ -23,22 +23,31 @@ pub const TRUNCATION_MARKER: &str = "...";
 pub struct Exec {
     /// Wall-clock time of the syscall entry, nanoseconds since the Unix epoch.
     pub time_ns: u64,
+    /// Process id in mapscope's pid namespace.
     pub pid: u32,
+    /// Thread id that called exec, in mapscope's pid namespace.
     pub tid: u32,
     /// `None` when the kernel could not read the parent (no BTF offsets).
     pub ppid: Option<u32>,
     pub uid: u32,
     pub gid: u32,
     pub comm: String,
+    /// The path the kernel opened (successful execs) or the one the caller passed (failed ones).
     pub filename: String,
     pub filename_truncated: bool,
+    /// The caller's filename could not be read (failed execs only); `filename` is empty.
+    pub filename_fault: bool,
+    /// The new image's arguments (successful execs) or the caller's argv (failed ones).
     pub args: Vec<String>,
-    /// An argument was cut short or arguments were left out (too many, or over 4 KiB).
+    /// An argument was cut short or arguments were left out (over 4 KiB, or for failed execs
+    /// over 20 arguments or 511 bytes in one).
     pub args_truncated: bool,
-    /// Reading argv from the process failed part-way; `args` holds what was read.
+    /// Reading the arguments failed; `args` holds what was read before.
     pub args_fault: bool,
     /// 0 on success, -errno on failure.
     pub ret: i32,
+    /// `execve`, `execveat`, or `unknown` for a successful exec whose syscall entry was not
+    /// seen (a 32-bit caller, an exec started by the kernel or before tracing began).
     pub syscall: &'static str,
 }
 
@@ -51,46 +60,55 @@ pub struct ShortEvent {
 }
 
 impl Exec {
-    /// Decodes the raw bytes of one `ExecEvent` (perf samples may carry trailing padding).
+    /// Decodes one event as the kernel sends it: an `ExecHeader` followed by `args_len` bytes
+    /// of arguments (perf samples may carry trailing padding).
     pub fn decode(bytes: &[u8]) -> Result<Self, ShortEvent> {
-        let want = size_of::<ExecEvent>();
-        if bytes.len() < want {
+        if bytes.len() < HEADER_LEN {
             return Err(ShortEvent {
                 got: bytes.len(),
-                want,
+                want: HEADER_LEN,
             });
         }
-        // SAFETY: length checked; ExecEvent is Pod (any bit pattern valid); unaligned read.
-        let ev: ExecEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        Ok(Self::from_event(&ev))
+        // SAFETY: length checked; ExecHeader is Pod (any bit pattern valid); unaligned read.
+        let hdr: ExecHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let want = HEADER_LEN + (hdr.args_len as usize).min(ARGS_BUF);
+        let args = bytes.get(HEADER_LEN..want).ok_or(ShortEvent {
+            got: bytes.len(),
+            want,
+        })?;
+        Ok(Self::from_parts(&hdr, args))
     }
 
-    /// Converts a kernel event; strings stop at the first NUL and are decoded lossily.
-    pub fn from_event(ev: &ExecEvent) -> Self {
-        let args_len = (ev.args_len as usize).min(ev.args.len());
-        let args = ev.args[..args_len]
-            .split(|&b| b == 0)
-            .take(ev.args_count as usize)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+    /// Converts a kernel header and its argument bytes; strings stop at the first NUL and are
+    /// decoded lossily.
+    pub fn from_parts(hdr: &ExecHeader, args: &[u8]) -> Self {
+        // NUL-terminated arguments back to back; the last one has no NUL when it was cut.
+        let args = match args.strip_suffix(&[0]).unwrap_or(args) {
+            [] if args.is_empty() => Vec::new(),
+            block => block
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        };
         Self {
-            time_ns: monotonic_to_unix_ns(ev.ktime_ns),
-            pid: ev.pid,
-            tid: ev.tid,
-            ppid: (ev.flags & FLAG_PPID_UNKNOWN == 0).then_some(ev.ppid),
-            uid: ev.uid,
-            gid: ev.gid,
-            comm: c_string(&ev.comm),
-            filename: c_string(&ev.filename),
-            filename_truncated: ev.flags & FLAG_FILENAME_TRUNCATED != 0,
+            time_ns: boot_to_unix_ns(hdr.ktime_ns),
+            pid: hdr.pid,
+            tid: hdr.tid,
+            ppid: (hdr.flags & FLAG_PPID_UNKNOWN == 0).then_some(hdr.ppid),
+            uid: hdr.uid,
+            gid: hdr.gid,
+            comm: c_string(&hdr.comm),
+            filename: c_string(&hdr.filename),
+            filename_truncated: hdr.flags & FLAG_FILENAME_TRUNCATED != 0,
+            filename_fault: hdr.flags & FLAG_FILENAME_FAULT != 0,
             args,
-            args_truncated: ev.flags & FLAG_ARGS_TRUNCATED != 0,
-            args_fault: ev.flags & FLAG_ARGS_FAULT != 0,
-            ret: ev.retval,
-            syscall: if ev.syscall == ExecSyscall::Execveat as u32 {
-                "execveat"
-            } else {
-                "execve"
+            args_truncated: hdr.flags & FLAG_ARGS_TRUNCATED != 0,
+            args_fault: hdr.flags & FLAG_ARGS_FAULT != 0,
+            ret: hdr.retval,
+            syscall: match hdr.syscall {
+                s if s == ExecSyscall::Execve as u32 => "execve",
+                s if s == ExecSyscall::Execveat as u32 => "execveat",
+                _ => "unknown",
             },
         }
     }
@@ -143,24 +161,38 @@ fn c_string(bytes: &[u8]) -> String {
     }
 }
 
-/// Wall-clock offset of CLOCK_MONOTONIC (what bpf_ktime_get_ns reads), taken once.
-fn monotonic_to_unix_ns(ktime_ns: u64) -> u64 {
-    static OFFSET: OnceLock<i128> = OnceLock::new();
-    let offset = *OFFSET.get_or_init(|| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the struct we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i128;
-        wall - mono
-    });
-    (ktime_ns as i128 + offset).max(0) as u64
+/// Nanoseconds to add to CLOCK_BOOTTIME (what `bpf_ktime_get_boot_ns` reads) for the Unix
+/// time; 0 until first set. Boot time keeps counting through suspend, and [`refresh_clock`]
+/// re-reads the offset each interval, so a clock step or a resume is followed within one.
+static BOOT_TO_UNIX: AtomicI64 = AtomicI64::new(0);
+
+/// Re-reads the offset between CLOCK_BOOTTIME and the wall clock; call once per interval.
+pub fn refresh_clock() {
+    BOOT_TO_UNIX.store(boot_offset(), Ordering::Relaxed);
+}
+
+fn boot_offset() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    let boot = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    wall - boot
+}
+
+fn boot_to_unix_ns(ktime_ns: u64) -> u64 {
+    let mut offset = BOOT_TO_UNIX.load(Ordering::Relaxed);
+    if offset == 0 {
+        offset = boot_offset();
+        BOOT_TO_UNIX.store(offset, Ordering::Relaxed);
+    }
+    (ktime_ns as i64).saturating_add(offset).max(0) as u64
 }
 
 fn rfc3339(unix_ns: u64) -> String {
@@ -175,37 +207,50 @@ fn clock_time(unix_ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use mapscope_common::exec::{ARGS_BUF, COMM_LEN, FILENAME_LEN};
+    use mapscope_common::exec::{COMM_LEN, ExecEvent, FILENAME_LEN};
 
     use super::*;
 
     fn event(args: &[&[u8]], flags: u32) -> Box<ExecEvent> {
         // SAFETY: ExecEvent is Pod; all-zero is a valid value.
         let mut ev: Box<ExecEvent> = Box::new(unsafe { std::mem::zeroed() });
-        ev.pid = 42;
-        ev.tid = 43;
-        ev.ppid = 1;
-        ev.uid = 1000;
-        ev.gid = 100;
-        ev.retval = -2;
-        ev.flags = flags;
-        ev.syscall = ExecSyscall::Execveat as u32;
-        ev.comm[..4].copy_from_slice(b"true");
-        ev.filename[..9].copy_from_slice(b"/bin/true");
+        let h = &mut ev.hdr;
+        h.pid = 42;
+        h.tid = 43;
+        h.ppid = 1;
+        h.uid = 1000;
+        h.gid = 100;
+        h.retval = -2;
+        h.flags = flags;
+        h.syscall = ExecSyscall::Execveat as u32;
+        h.comm[..4].copy_from_slice(b"true");
+        h.filename[..9].copy_from_slice(b"/bin/true");
         let mut off = 0;
         for a in args {
             ev.args[off..off + a.len()].copy_from_slice(a);
             off += a.len() + 1;
         }
-        ev.args_count = args.len() as u32;
-        ev.args_len = off as u32;
+        ev.hdr.args_count = args.len() as u32;
+        ev.hdr.args_len = off as u32;
         ev
+    }
+
+    /// The bytes the kernel sends: the header and the used arguments only.
+    fn sent(ev: &ExecEvent) -> Vec<u8> {
+        // SAFETY: viewing a Pod struct as bytes.
+        let all = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(ev).cast::<u8>(), size_of::<ExecEvent>())
+        };
+        all[..HEADER_LEN + ev.hdr.args_len as usize].to_vec()
+    }
+
+    fn decode(ev: &ExecEvent) -> Exec {
+        Exec::decode(&sent(ev)).unwrap()
     }
 
     #[test]
     fn decodes_fields_and_args() {
-        let ev = event(&[b"/bin/true", b"", b"x y"], 0);
-        let e = Exec::from_event(&ev);
+        let e = decode(&event(&[b"/bin/true", b"", b"x y"], 0));
         assert_eq!(
             (e.pid, e.tid, e.ppid, e.uid, e.gid, e.ret),
             (42, 43, Some(1), 1000, 100, -2)
@@ -214,55 +259,83 @@ mod tests {
         assert_eq!(e.filename, "/bin/true");
         assert_eq!(e.args, ["/bin/true", "", "x y"]);
         assert_eq!(e.syscall, "execveat");
-        assert!(!e.args_truncated && !e.filename_truncated && !e.args_fault);
+        assert!(!e.args_truncated && !e.filename_truncated && !e.args_fault && !e.filename_fault);
+        assert!(decode(&event(&[], 0)).args.is_empty());
+        assert_eq!(decode(&event(&[b""], 0)).args, [""]);
     }
 
     #[test]
-    fn decode_from_bytes_checks_length_and_accepts_padding() {
+    fn decode_checks_length_and_accepts_padding() {
         let ev = event(&[b"a"], 0);
-        // SAFETY: viewing a Pod struct as bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&*ev as *const ExecEvent).cast::<u8>(),
-                size_of::<ExecEvent>(),
-            )
-        };
-        let mut padded = bytes.to_vec();
-        padded.extend([0u8; 4]);
+        let mut padded = sent(&ev);
+        assert_eq!(padded.len(), HEADER_LEN + 2, "only the used bytes are sent");
+        padded.extend([0u8; 6]);
         assert_eq!(Exec::decode(&padded).unwrap().args, ["a"]);
         assert_eq!(
-            Exec::decode(&bytes[..100]),
+            Exec::decode(&padded[..100]),
             Err(ShortEvent {
                 got: 100,
-                want: size_of::<ExecEvent>()
+                want: HEADER_LEN
+            })
+        );
+        assert_eq!(
+            Exec::decode(&padded[..HEADER_LEN + 1]),
+            Err(ShortEvent {
+                got: HEADER_LEN + 1,
+                want: HEADER_LEN + 2
             })
         );
     }
 
     #[test]
+    fn a_block_cut_mid_argument_keeps_the_partial_one() {
+        let mut ev = event(&[b"/bin/true", b"abcdef"], FLAG_ARGS_TRUNCATED);
+        ev.hdr.args_len -= 3; // "abcd" without its NUL
+        let e = decode(&ev);
+        assert_eq!(e.args, ["/bin/true", "abcd"]);
+        assert!(e.args_truncated);
+    }
+
+    #[test]
     fn invalid_utf8_is_lossy_and_unterminated_strings_are_kept() {
-        let mut ev = event(&[b"ok\xff"], FLAG_PPID_UNKNOWN);
-        ev.comm = [b'c'; COMM_LEN];
-        ev.filename = [b'f'; FILENAME_LEN];
-        let e = Exec::from_event(&ev);
+        let mut ev = event(&[b"ok\xff"], FLAG_PPID_UNKNOWN | FLAG_FILENAME_FAULT);
+        ev.hdr.comm = [b'c'; COMM_LEN];
+        ev.hdr.filename = [b'f'; FILENAME_LEN];
+        let e = decode(&ev);
         assert_eq!(e.args, ["ok\u{fffd}"]);
         assert_eq!(e.comm.len(), COMM_LEN);
         assert_eq!(e.filename.len(), FILENAME_LEN);
         assert_eq!(e.ppid, None);
+        assert!(e.filename_fault);
     }
 
     #[test]
-    fn args_len_beyond_buffer_is_clamped() {
-        let mut ev = event(&[b"a"], 0);
-        ev.args_len = u32::MAX;
-        ev.args_count = 1;
-        assert_eq!(Exec::from_event(&ev).args, ["a"]);
-        assert_eq!(ev.args.len(), ARGS_BUF);
+    fn unseen_syscall_is_unknown() {
+        let mut ev = event(&[b"x"], 0);
+        ev.hdr.syscall = ExecSyscall::Unseen as u32;
+        assert_eq!(decode(&ev).syscall, "unknown");
+    }
+
+    #[test]
+    fn boot_time_maps_to_now() {
+        refresh_clock();
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the struct we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let boot = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        assert!(boot_to_unix_ns(boot).abs_diff(now) < 1_000_000_000);
     }
 
     #[test]
     fn line_marks_truncation() {
-        let e = Exec::from_event(&event(&[b"/bin/true", b"aaa"], FLAG_ARGS_TRUNCATED));
+        let e = decode(&event(&[b"/bin/true", b"aaa"], FLAG_ARGS_TRUNCATED));
         let line = e.line();
         assert!(line.ends_with("/bin/true aaa..."), "{line}");
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -271,13 +344,14 @@ mod tests {
 
     #[test]
     fn json_has_type_schema_and_fields() {
-        let j = Exec::from_event(&event(&[b"/bin/true"], FLAG_ARGS_TRUNCATED)).json();
+        let j = decode(&event(&[b"/bin/true"], FLAG_ARGS_TRUNCATED)).json();
         assert_eq!(j["type"], "exec");
         assert_eq!(j["schema"], SCHEMA_VERSION);
         assert_eq!(j["pid"], 42);
         assert_eq!(j["ret"], -2);
         assert_eq!(j["args"][0], "/bin/true");
         assert_eq!(j["args_truncated"], true);
+        assert_eq!(j["filename_fault"], false);
         assert!(j["time"].as_str().unwrap().ends_with('Z'));
     }
 }

@@ -83,11 +83,7 @@ fn exec_event() -> Layout {
         fields.push(Field::at(name, 8 + 4 * i, u.clone()));
     }
     fields.push(Field::at("retval", 28, Layout::Int(4)));
-    fields.push(Field::at(
-        "syscall",
-        32,
-        enum_key([(0, "execve".into()), (1, "execveat".into())].into_iter()),
-    ));
+    fields.push(Field::at("syscall", 32, exec_syscall()));
     for (i, name) in ["flags", "args_count", "args_len"].iter().enumerate() {
         fields.push(Field::at(name, 36 + 4 * i, u.clone()));
     }
@@ -105,6 +101,34 @@ fn exec_event() -> Layout {
         size: args + exec::ARGS_BUF,
         fields,
     }
+}
+
+fn exec_syscall() -> Layout {
+    enum_key(
+        [
+            (0, "execve".into()),
+            (1, "execveat".into()),
+            (2, "unknown".into()),
+        ]
+        .into_iter(),
+    )
+}
+
+/// `ExecInflight`: four u64 (time and the caller's pointers), then u32 ids.
+fn exec_inflight() -> Layout {
+    let mut fields = Vec::new();
+    for (i, name) in ["ktime_ns", "filename_ptr", "argv_ptr", "mm"]
+        .iter()
+        .enumerate()
+    {
+        fields.push(Field::at(name, 8 * i, Layout::Uint(8)));
+    }
+    for (i, name) in ["pid", "tid", "ppid", "uid", "gid"].iter().enumerate() {
+        fields.push(Field::at(name, 32 + 4 * i, Layout::Uint(4)));
+    }
+    fields.push(Field::at("syscall", 52, exec_syscall()));
+    fields.push(Field::at("flags", 56, Layout::Uint(4)));
+    Layout::Struct { size: 64, fields }
 }
 
 fn u32_struct(names: &[&str]) -> Layout {
@@ -131,7 +155,22 @@ fn table(name: &str) -> Option<(Layout, Layout)> {
             Layout::counters(&["packets", "bytes"]),
         ),
         exec::MAP_EXEC_UIDS => (named_key("uid", 4), Layout::counters(&["execs"])),
-        exec::MAP_EXEC_LOST => (index, Layout::counters(&["lost"])),
+        exec::MAP_EXEC_LOST => (
+            enum_key(
+                [
+                    "lost_output",
+                    "lost_inflight_full",
+                    "lost_inflight_replaced",
+                    "lost_read",
+                    "outside_pidns",
+                    "stale",
+                ]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as u64, n.to_string())),
+            ),
+            Layout::counters(&["count"]),
+        ),
         exec::MAP_EXEC_CONFIG => (
             index,
             u32_struct(&[
@@ -141,10 +180,22 @@ fn table(name: &str) -> Option<(Layout, Layout)> {
                 "filter_uid_enabled",
                 "filter_uid",
                 "transport",
+                "task_mm_off",
+                "mm_arg_start_off",
+                "mm_arg_end_off",
+                "image_offsets_valid",
+                "group_leader_off",
+                "thread_pid_off",
+                "pid_level_off",
+                "pid_numbers_off",
+                "pidns_inum_off",
+                "pidns_level",
+                "pidns_offsets_valid",
+                "_pad",
             ]),
         ),
         exec::MAP_EXEC_SCRATCH => (index, exec_event()),
-        exec::MAP_EXEC_INFLIGHT => (named_key("tgid", 4), exec_event()),
+        exec::MAP_EXEC_INFLIGHT => (named_key("tid", 4), exec_inflight()),
         syscalls::MAP_COUNTS => (
             enum_key(
                 crate::syscalls::names::X86_64
@@ -257,7 +308,8 @@ mod tests {
             (xdp::MAP_STATS_ARRAY, 4, size_of::<xdp::StatsRecord>()),
             (exec::MAP_EXEC_UIDS, 4, 8),
             (exec::MAP_EXEC_CONFIG, 4, size_of::<exec::ExecConfig>()),
-            (exec::MAP_EXEC_INFLIGHT, 4, size_of::<exec::ExecEvent>()),
+            (exec::MAP_EXEC_INFLIGHT, 4, size_of::<exec::ExecInflight>()),
+            (exec::MAP_EXEC_SCRATCH, 4, size_of::<exec::ExecEvent>()),
             (
                 syscalls::MAP_HANDLED,
                 4,
