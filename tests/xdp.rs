@@ -1,19 +1,24 @@
 //! XDP statistics against the running kernel: exact packet and byte counts for real packets
 //! sent across a veth pair between two test-owned network namespaces.
 
+#[path = "xdp/firewall.rs"]
+mod firewall;
+#[path = "xdp/frames.rs"]
+mod frames;
 mod harness;
+#[path = "xdp/pinned.rs"]
+mod pinned;
 
 use std::{process::Command, time::Duration};
 
 use harness::{BIN, JsonView, NetnsPair, RX_IFACE, assert_one_line_error, run, wait_until};
 use mapscope::{
-    Error,
     iface::Interface,
-    xdp::{AttachMode, Snapshot, XdpStats},
+    xdp::{AttachMode, XdpError, XdpSnapshot as Snapshot, XdpStats},
 };
 use mapscope_common::xdp::{StatsRecord, XdpAction};
 
-fn attach(pair: &NetnsPair, mode: AttachMode) -> Result<XdpStats, Error> {
+fn attach(pair: &NetnsPair, mode: AttachMode) -> Result<XdpStats, XdpError> {
     pair.in_rx(|| XdpStats::attach(&Interface::resolve(Some(RX_IFACE))?, mode))
 }
 
@@ -54,6 +59,7 @@ fn counts_exactly(mode: AttachMode, tag: &str) {
     let stats = attach(&pair, mode).expect("attach");
     assert!(pair.rx_has_xdp(), "program not visible on {RX_IFACE}");
     assert_exact(&stats.snapshot().unwrap(), 0, 0);
+    assert!(stats.snapshot().unwrap().talkers.is_empty());
 
     const N: u64 = 37;
     let frame = pair.send_udp(N as usize, 200) as u64;
@@ -93,7 +99,22 @@ fn refuses_to_replace_an_attached_program() {
     let first = attach(&pair, AttachMode::Skb).expect("first attach");
     for mode in [AttachMode::Skb, AttachMode::Native] {
         match attach(&pair, mode) {
-            Err(Error::XdpBusy { iface }) => assert_eq!(iface, RX_IFACE),
+            Err(XdpError::Busy {
+                iface,
+                mode,
+                holders,
+                fix,
+            }) => {
+                // Issue 14: the mode found and the pid holding the bpf_link (this test).
+                assert_eq!(iface, RX_IFACE);
+                assert_eq!(mode, "generic");
+                let me = std::process::id();
+                assert!(
+                    holders.contains(&format!("held by pid {me} (")),
+                    "{holders}"
+                );
+                assert!(fix.contains(&format!("kill {me}")), "{fix}");
+            }
             Err(e) => panic!("{mode:?}: expected XdpBusy, got {e}"),
             Ok(_) => panic!("{mode:?}: second attach replaced the first"),
         }

@@ -53,3 +53,93 @@ impl XdpAction {
 pub const MAP_STATS_ARRAY: &str = "XDP_STATS_ARR";
 /// Per-CPU twin of [`MAP_STATS_ARRAY`]: no atomics needed, summed in user space.
 pub const MAP_STATS_PERCPU: &str = "XDP_STATS_PCPU";
+
+/// Version of the pinned layout under `/sys/fs/bpf/mapscope/xdp/<ifname>/`: bumped whenever a
+/// map, key or value changes, so an older mapscope's pins are reported instead of reused.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Rule verdict stored in an LPM trie value: the packet is dropped.
+pub const RULE_BLOCK: u32 = 1;
+/// Rule verdict stored in an LPM trie value: the packet passes (a hole in a wider block).
+pub const RULE_ALLOW: u32 = 2;
+
+/// The value of every rule trie: what to do, and the rule's slot in the per-rule counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    /// [`RULE_BLOCK`] or [`RULE_ALLOW`].
+    pub action: u32,
+    /// Key of this rule's record in the per-rule counter map; unique across the four tries.
+    pub id: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
+
+/// Per-source traffic in the top-talkers LRU, keyed by the 16-byte source address (IPv4 as
+/// IPv4-mapped IPv6, `::ffff:a.b.c.d`, so one map holds both families).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TalkerRecord {
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_boot_ns` of the first and the latest packet.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TalkerRecord>() == 32);
+
+/// What a pinned attachment is, written once at attach into the one-entry `meta` map: the
+/// layout marker user space checks before reusing any pin (bpffs holds no regular files).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpMeta {
+    /// [`LAYOUT_VERSION`] of the mapscope that made the pins.
+    pub layout: u32,
+    /// Interface index at attach time (a re-created interface of the same name has another).
+    pub ifindex: u32,
+    /// 0 = skb (generic), 1 = native.
+    pub mode: u32,
+    /// Capacity of each of the four rule tries.
+    pub rule_capacity: u32,
+    /// Capacity of the talkers LRU.
+    pub talker_capacity: u32,
+    pub _pad: u32,
+    /// Unix time of the attach, in seconds.
+    pub attached_at: u64,
+    /// Inode of the network namespace the interface lives in (names repeat across namespaces).
+    pub netns_ino: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<XdpMeta>() == 40);
+
+/// Kernel-side failures, the keys of the per-CPU error counter map.
+pub const ERR_TALKER_INSERT: u32 = 0;
+/// A rule matched but its counter record was missing (only between a rule's insert steps).
+pub const ERR_RULE_STATS_MISSING: u32 = 1;
+/// Number of error counters.
+pub const ERR_MAX: u32 = 2;
+
+crate::impl_pod!(RuleValue, TalkerRecord, XdpMeta);
+
+/// Rule trie of IPv4 source prefixes (key: prefix length + 4 network-order bytes).
+pub const MAP_SRC4: &str = "XDP_SRC4";
+/// Rule trie of IPv4 destination prefixes.
+pub const MAP_DST4: &str = "XDP_DST4";
+/// Rule trie of IPv6 source prefixes (key: prefix length + 16 network-order bytes).
+pub const MAP_SRC6: &str = "XDP_SRC6";
+/// Rule trie of IPv6 destination prefixes.
+pub const MAP_DST6: &str = "XDP_DST6";
+/// Per-rule packets and bytes, per CPU, keyed by [`RuleValue::id`].
+pub const MAP_RULE_STATS: &str = "XDP_RULE_STATS";
+/// Top talkers: LRU hash of source address → [`TalkerRecord`].
+pub const MAP_TALKERS: &str = "XDP_TALKERS";
+/// One-entry array holding the [`XdpMeta`] layout marker of a pinned attachment.
+pub const MAP_META: &str = "XDP_META";
+/// Per-CPU kernel-side failure counters, keyed by the `ERR_*` constants.
+pub const MAP_ERRORS: &str = "XDP_ERRORS";
+
+/// Default capacity of each rule trie.
+pub const DEFAULT_RULE_CAPACITY: u32 = 65_536;
+/// Default capacity of the talkers LRU.
+pub const DEFAULT_TALKER_CAPACITY: u32 = 16_384;

@@ -1,17 +1,38 @@
-//! XDP per-action statistics: attaches `mapscope_xdp` to one interface and reads its two maps.
+//! XDP firewall and statistics: CIDR block/allow rules in LPM tries, per-rule counters, top
+//! talkers and per-action counters of the `mapscope_xdp` program.
+//!
+//! Library API (used by the CLI and by the agent):
+//! - [`attachment`]: `attach`, `open_existing`, `detach`, `status` of a pinned attachment that
+//!   outlives the process, under `/sys/fs/bpf/mapscope/xdp/<ifname>/`;
+//! - [`rules`]: `add`, `del`, `list`, `load` on such an attachment (serialised by its lock);
+//! - [`snapshot::read`] → [`XdpSnapshot`], the one value every output renders;
+//! - [`XdpStats`]: an attachment for the lifetime of the caller (no pins), as `xdp stats` uses
+//!   on an interface without a pinned attachment.
 
+pub mod attachment;
+pub mod error;
+pub mod hook;
+pub mod maps;
 pub mod report;
-
-use std::time::Instant;
+pub mod rules;
+pub mod snapshot;
+pub mod talkers;
 
 use aya::{
     Ebpf,
-    maps::{Array, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use mapscope_common::xdp::{MAP_STATS_ARRAY, MAP_STATS_PERCPU, StatsRecord, XDP_ACTION_MAX};
+use mapscope_common::xdp::{
+    MAP_DST4, MAP_DST6, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, MAP_TALKERS, StatsRecord,
+    XDP_ACTION_MAX,
+};
 
-use crate::{Error, Result, iface::Interface, loader, requirements::Requirement};
+pub use self::{
+    error::{XdpError, XdpResult},
+    maps::{Capacity, XdpMaps},
+    snapshot::XdpSnapshot,
+};
+use crate::{Error, iface::Interface, loader, requirements::Requirement};
 
 const PROGRAM: &str = "mapscope_xdp";
 
@@ -45,42 +66,57 @@ impl AttachMode {
 /// Counters of every action, indexed by `XdpAction as usize`.
 pub type ActionRecords = [StatsRecord; XDP_ACTION_MAX as usize];
 
-/// Both maps read at one instant.
-#[derive(Clone, Copy, Debug)]
-pub struct Snapshot {
-    pub at: Instant,
-    /// From the shared `Array` (atomic adds).
-    pub array: ActionRecords,
-    /// From the `PerCpuArray`, summed over all possible CPUs.
-    pub percpu: ActionRecords,
+/// Loads the firewall object with the capacities applied (maps created, program not loaded).
+pub(crate) fn load(cap: Capacity) -> XdpResult<Ebpf> {
+    Ok(loader::load_with(
+        loader::Family::Xdp,
+        &[Requirement::BpfPrivileges, Requirement::NetAdmin],
+        |l| {
+            for name in [MAP_SRC4, MAP_DST4, MAP_SRC6, MAP_DST6] {
+                l.map_max_entries(name, cap.rules);
+            }
+            l.map_max_entries(MAP_RULE_STATS, cap.rules.saturating_mul(4));
+            l.map_max_entries(MAP_TALKERS, cap.talkers);
+        },
+    )?)
 }
 
-/// An attached XDP statistics program; dropping it detaches the program.
+/// Loads the program and attaches it to `iface`, refusing to replace another XDP program.
+pub(crate) fn attach_program(
+    ebpf: &mut Ebpf,
+    iface: &Interface,
+    mode: AttachMode,
+) -> XdpResult<XdpLinkId> {
+    let prog: &mut Xdp = loader::program_mut(ebpf, PROGRAM)?;
+    prog.load().map_err(|source| Error::Program {
+        name: PROGRAM,
+        source,
+    })?;
+    prog.attach_to_if_index(iface.index, mode.aya())
+        .map_err(|source| attach_error(iface, mode, source))
+}
+
+/// The firewall attached for the lifetime of this value (no pins, no rules unless added through
+/// [`XdpStats::maps_mut`]); dropping it detaches the program.
 pub struct XdpStats {
     // Owns the link: aya detaches the program when this is dropped.
-    ebpf: Ebpf,
+    _ebpf: Ebpf,
+    maps: XdpMaps,
     iface: Interface,
     mode: AttachMode,
 }
 
 impl XdpStats {
-    /// Loads and attaches the statistics program to `iface` (in the caller's network namespace).
+    /// Loads and attaches the program to `iface` (in the caller's network namespace).
     ///
     /// Refuses to replace a program already attached to the interface.
-    pub fn attach(iface: &Interface, mode: AttachMode) -> Result<Self> {
-        let mut ebpf = loader::load(
-            loader::Family::Xdp,
-            &[Requirement::BpfPrivileges, Requirement::NetAdmin],
-        )?;
-        let prog: &mut Xdp = loader::program_mut(&mut ebpf, PROGRAM)?;
-        prog.load().map_err(|source| Error::Program {
-            name: PROGRAM,
-            source,
-        })?;
-        prog.attach_to_if_index(iface.index, mode.aya())
-            .map_err(|source| attach_error(iface, mode, source))?;
+    pub fn attach(iface: &Interface, mode: AttachMode) -> XdpResult<Self> {
+        let mut ebpf = load(Capacity::default())?;
+        attach_program(&mut ebpf, iface, mode)?;
+        let maps = XdpMaps::take(&mut ebpf)?;
         Ok(Self {
-            ebpf,
+            _ebpf: ebpf,
+            maps,
             iface: iface.clone(),
             mode,
         })
@@ -96,24 +132,14 @@ impl XdpStats {
         self.mode
     }
 
-    /// Reads both maps now.
-    pub fn snapshot(&self) -> Result<Snapshot> {
-        let map_err = |name| move |source| Error::Map { name, source };
-        let array: Array<_, StatsRecord> = loader::map(&self.ebpf, MAP_STATS_ARRAY)?;
-        let percpu: PerCpuArray<_, StatsRecord> = loader::map(&self.ebpf, MAP_STATS_PERCPU)?;
+    /// The program's maps.
+    pub fn maps(&self) -> &XdpMaps {
+        &self.maps
+    }
 
-        let at = Instant::now();
-        let mut snap = Snapshot {
-            at,
-            array: Default::default(),
-            percpu: Default::default(),
-        };
-        for key in 0..XDP_ACTION_MAX {
-            snap.array[key as usize] = array.get(&key, 0).map_err(map_err(MAP_STATS_ARRAY))?;
-            let per_cpu = percpu.get(&key, 0).map_err(map_err(MAP_STATS_PERCPU))?;
-            snap.percpu[key as usize] = sum(per_cpu.iter());
-        }
-        Ok(snap)
+    /// Reads every map now.
+    pub fn snapshot(&self) -> XdpResult<XdpSnapshot> {
+        snapshot::read(&self.maps)
     }
 }
 
@@ -126,24 +152,29 @@ pub fn sum<'a>(records: impl Iterator<Item = &'a StatsRecord>) -> StatsRecord {
 }
 
 /// Turns the kernel's errno into the message a user can act on.
-fn attach_error(iface: &Interface, mode: AttachMode, source: aya::programs::ProgramError) -> Error {
+fn attach_error(
+    iface: &Interface,
+    mode: AttachMode,
+    source: aya::programs::ProgramError,
+) -> XdpError {
     match crate::error::os_error(&source) {
         // EBUSY: a link already owns the hook; EEXIST: a netlink-attached program is there.
-        Some(libc::EBUSY | libc::EEXIST) => Error::XdpBusy {
-            iface: iface.name.clone(),
-        },
+        Some(libc::EBUSY | libc::EEXIST) => hook::busy(&iface.name, iface.index),
         Some(libc::EOPNOTSUPP | libc::EINVAL) if mode == AttachMode::Native => {
             Error::XdpNativeUnsupported {
                 iface: iface.name.clone(),
             }
+            .into()
         }
         Some(libc::EPERM) => Error::Privileges {
             missing: "CAP_NET_ADMIN (attach failed with EPERM)".to_string(),
-        },
+        }
+        .into(),
         _ => Error::Program {
             name: PROGRAM,
             source,
-        },
+        }
+        .into(),
     }
 }
 

@@ -23,6 +23,9 @@ pub const TX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 1);
 pub const RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 2);
 const TX_MAC: &str = "02:13:00:00:01:01";
 const RX_MAC: &str = "02:13:00:00:01:02";
+/// The MAC addresses as bytes, for hand-built frames.
+pub const TX_MAC_BYTES: [u8; 6] = [0x02, 0x13, 0, 0, 0x01, 0x01];
+pub const RX_MAC_BYTES: [u8; 6] = [0x02, 0x13, 0, 0, 0x01, 0x02];
 const NS_PREFIX: &str = "msc-";
 
 /// Ethernet + IPv4 + UDP headers in front of a UDP payload on the veth.
@@ -87,17 +90,26 @@ pub fn run(cmd: &str, args: &[&str]) -> Output {
 pub struct NetnsPair {
     pub tx: String,
     pub rx: String,
+    /// Name of the receiving veth end (RX_IFACE unless the test needs a host-unique name, as
+    /// pinned XDP attachments do: their pin directory is named after the interface).
+    pub rx_iface: String,
 }
 
 impl NetnsPair {
     /// Creates the pair; `tag` keeps concurrent tests apart.
     pub fn new(tag: &str) -> Self {
+        Self::with_rx_iface(tag, RX_IFACE)
+    }
+
+    /// [`NetnsPair::new`] with the receiving end named `rx_iface` (at most 15 bytes).
+    pub fn with_rx_iface(tag: &str, rx_iface: &str) -> Self {
         require_root();
         remove_stale_namespaces();
         let pid = std::process::id();
         let pair = Self {
             tx: format!("{NS_PREFIX}{pid}-{tag}-tx"),
             rx: format!("{NS_PREFIX}{pid}-{tag}-rx"),
+            rx_iface: rx_iface.to_string(),
         };
         // Constructed before the first command so Drop cleans up whatever got created.
         for ns in [&pair.tx, &pair.rx] {
@@ -119,13 +131,27 @@ impl NetnsPair {
         run(
             "ip",
             &[
-                "link", "add", TX_IFACE, "address", TX_MAC, "netns", &pair.tx, "type", "veth",
-                "peer", "name", RX_IFACE, "address", RX_MAC, "netns", &pair.rx,
+                "link",
+                "add",
+                TX_IFACE,
+                "address",
+                TX_MAC,
+                "netns",
+                &pair.tx,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &pair.rx_iface,
+                "address",
+                RX_MAC,
+                "netns",
+                &pair.rx,
             ],
         );
         for (ns, dev, addr, peer_addr, peer_mac) in [
             (&pair.tx, TX_IFACE, TX_ADDR, RX_ADDR, RX_MAC),
-            (&pair.rx, RX_IFACE, RX_ADDR, TX_ADDR, TX_MAC),
+            (&pair.rx, pair.rx_iface.as_str(), RX_ADDR, TX_ADDR, TX_MAC),
         ] {
             run(
                 "ip",
@@ -156,7 +182,10 @@ impl NetnsPair {
     fn wait_carrier(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let out = run("ip", &["-n", &self.rx, "-br", "link", "show", RX_IFACE]);
+            let out = run(
+                "ip",
+                &["-n", &self.rx, "-br", "link", "show", &self.rx_iface],
+            );
             if String::from_utf8_lossy(&out.stdout).contains(" UP ") {
                 return;
             }
@@ -190,9 +219,45 @@ impl NetnsPair {
         payload + UDP_FRAME_OVERHEAD
     }
 
+    /// Sends each frame once from an AF_PACKET socket on the tx end: arbitrary Ethernet frames
+    /// (any source address, VLAN tags, IPv6) that no stack of ours generates or answers.
+    pub fn send_frames(&self, frames: &[Vec<u8>]) {
+        in_netns(&self.tx, || {
+            let c = std::ffi::CString::new(TX_IFACE).unwrap();
+            // SAFETY: plain socket calls on values we own; the address struct is zeroed first.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                assert!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_ifindex = libc::if_nametoindex(c.as_ptr()) as i32;
+                addr.sll_halen = 6;
+                for f in frames {
+                    let n = libc::sendto(
+                        fd,
+                        f.as_ptr().cast(),
+                        f.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    assert_eq!(n, f.len() as isize, "{}", std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+        });
+    }
+
     /// Whether the receiving interface has any XDP program attached (any mode).
     pub fn rx_has_xdp(&self) -> bool {
-        let out = run("ip", &["-n", &self.rx, "-d", "link", "show", RX_IFACE]);
+        let out = run(
+            "ip",
+            &["-n", &self.rx, "-d", "link", "show", &self.rx_iface],
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         text.contains("prog/xdp") || text.contains(" xdp")
     }

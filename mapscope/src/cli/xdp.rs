@@ -1,76 +1,60 @@
-//! `mapscope xdp stats`: live per-action packet and byte statistics of one interface.
+//! `mapscope xdp …`: the XDP firewall (pinned attachment, rules) and its statistics view.
 
-use anyhow::Context as _;
+mod attach;
+mod rules;
+mod stats;
+mod status;
+
 use clap::{Args, Subcommand};
-use mapscope::{
-    iface::Interface,
-    xdp::{
-        AttachMode, XdpStats,
-        report::{Interval, MapChoice},
-    },
-};
-
-use super::{schedule::ScheduleArgs, shutdown::Shutdown};
 
 #[derive(Debug, Subcommand)]
 pub enum XdpCommand {
-    /// Attach the statistics program and print per-action packets, pps, bytes and Mbit/s.
-    Stats(StatsArgs),
+    /// Per-action packets, pps, bytes and Mbit/s, rule drops and top talkers; reads a pinned
+    /// attachment, or attaches for its own lifetime where there is none.
+    Stats(stats::StatsArgs),
+    /// Attach the firewall and pin it under /sys/fs/bpf/mapscope/xdp/IFACE; it keeps running
+    /// after mapscope exits.
+    Attach(attach::AttachArgs),
+    /// Remove a pinned attachment and every pin it made.
+    Detach(attach::DetachArgs),
+    /// List pinned attachments (stale ones with the command that removes them).
+    Status(status::StatusArgs),
+    /// Add or delete block rules (CIDR prefixes whose packets are dropped).
+    #[command(subcommand)]
+    Block(rules::EditCommand),
+    /// Add or delete allow rules (holes in wider block rules).
+    #[command(subcommand)]
+    Allow(rules::EditCommand),
+    /// Show the rules with their counters, or replace them from a file (`rules load FILE`).
+    Rules(rules::RulesArgs),
 }
 
+/// `--iface`, defaulting as for `xdp stats`.
 #[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// Interface to attach to [default: the interface of the default route].
+pub struct IfaceArg {
+    /// Interface [default: the interface of the default route].
     #[arg(long, short)]
     iface: Option<String>,
-    /// skb (generic, works everywhere) or native (in the driver, needs driver support).
-    #[arg(long, value_enum, default_value_t = AttachMode::Skb)]
-    mode: AttachMode,
-    /// Which map the table shows: the atomic Array or the summed PerCpuArray.
-    #[arg(long, value_enum, default_value_t = MapChoice::Array)]
-    map: MapChoice,
-    /// One JSON object per interval (both maps) instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    every: ScheduleArgs,
+}
+
+impl IfaceArg {
+    /// The interface name (resolved through the default route when not given).
+    fn name(&self) -> anyhow::Result<String> {
+        Ok(match &self.iface {
+            Some(n) => n.clone(),
+            None => mapscope::iface::default_route_interface()?,
+        })
+    }
 }
 
 pub async fn run(cmd: XdpCommand) -> anyhow::Result<()> {
     match cmd {
-        XdpCommand::Stats(args) => stats(args).await,
+        XdpCommand::Stats(args) => stats::run(args).await,
+        XdpCommand::Attach(args) => attach::attach(args),
+        XdpCommand::Detach(args) => attach::detach(args),
+        XdpCommand::Status(args) => status::run(args),
+        XdpCommand::Block(cmd) => rules::edit(mapscope::xdp::rules::Verdict::Block, cmd),
+        XdpCommand::Allow(cmd) => rules::edit(mapscope::xdp::rules::Verdict::Allow, cmd),
+        XdpCommand::Rules(args) => rules::run(args),
     }
-}
-
-async fn stats(args: StatsArgs) -> anyhow::Result<()> {
-    let schedule = args.every.schedule()?;
-    let iface = Interface::resolve(args.iface.as_deref())?;
-    let mut shutdown = Shutdown::install()?;
-    let stats = XdpStats::attach(&iface, args.mode)
-        .with_context(|| format!("attaching XDP to {}", iface.name))?;
-    if !args.json {
-        eprintln!(
-            "mapscope: counting XDP actions on {} ({} mode); Ctrl-C to stop",
-            iface.name,
-            args.mode.as_str()
-        );
-    }
-
-    schedule
-        .print_deltas(
-            &mut shutdown,
-            || Ok(stats.snapshot()?),
-            |prev, cur| {
-                let report = Interval::between(&iface.name, args.mode.as_str(), prev, cur);
-                if args.json {
-                    report.json().to_string()
-                } else {
-                    report.table(args.map)
-                }
-            },
-        )
-        .await?;
-    // Dropping `stats` detaches the program before we return.
-    drop(stats);
-    Ok(())
 }

@@ -6,7 +6,11 @@ use std::{fmt::Write as _, time::Duration};
 use mapscope_common::xdp::{StatsRecord, XdpAction};
 use serde::Serialize;
 
-use super::{ActionRecords, Snapshot};
+use super::{
+    ActionRecords, XdpSnapshot,
+    rules::RuleEntry,
+    talkers::{self, TalkerRate},
+};
 
 /// Which map a table shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -65,27 +69,66 @@ pub fn map_rates(
         .collect()
 }
 
+/// A rule's counters and its packet rate over the interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleRate {
+    #[serde(flatten)]
+    pub entry: RuleEntry,
+    pub pps: f64,
+}
+
 /// One interval's report: what `xdp stats` prints every `--interval`.
 #[derive(Clone, Debug)]
 pub struct Interval {
     pub iface: String,
     pub mode: &'static str,
+    /// "pinned" (a `xdp attach` attachment) or "lifetime" (attached by this viewer).
+    pub attachment: &'static str,
     pub period: Duration,
     pub array: Vec<(XdpAction, ActionRate)>,
     pub percpu: Vec<(XdpAction, ActionRate)>,
+    pub rules: Vec<RuleRate>,
+    pub talkers: Vec<TalkerRate>,
+    /// Kernel-side failures (talker inserts, missing rule counters) since attach.
+    pub errors: [u64; 2],
 }
 
 impl Interval {
-    /// Builds the report from the previous and the current snapshot.
-    pub fn between(iface: &str, mode: &'static str, prev: &Snapshot, cur: &Snapshot) -> Self {
+    /// Builds the report from the previous and the current snapshot, with the `top` talkers.
+    pub fn between(
+        iface: &str,
+        mode: &'static str,
+        prev: &XdpSnapshot,
+        cur: &XdpSnapshot,
+        top: usize,
+    ) -> Self {
         let period = cur.at.saturating_duration_since(prev.at);
         let p = period.as_secs_f64();
+        let rules = cur
+            .rules
+            .iter()
+            .map(|e| {
+                let before = prev
+                    .rules
+                    .iter()
+                    .find(|o| o.id == e.id && o.rule == e.rule)
+                    .map_or(0, |o| o.packets);
+                RuleRate {
+                    entry: e.clone(),
+                    pps: rate(before, e.packets, p),
+                }
+            })
+            .collect();
         Self {
             iface: iface.to_string(),
             mode,
+            attachment: "lifetime",
             period,
             array: map_rates(&prev.array, &cur.array, p),
             percpu: map_rates(&prev.percpu, &cur.percpu, p),
+            rules,
+            talkers: talkers::top(prev, cur, top),
+            errors: cur.errors,
         }
     }
 
@@ -114,6 +157,59 @@ impl Interval {
                 period
             );
         }
+        if !self.rules.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<6} {:<44} {:>12} {:>10} {:>15}",
+                "rule", "prefix", "packets", "pps", "bytes"
+            );
+            for r in &self.rules {
+                let e = &r.entry;
+                let prefix = format!(
+                    "{}{}",
+                    e.rule.cidr,
+                    if e.rule.dir == super::rules::Direction::Dst {
+                        " dst"
+                    } else {
+                        ""
+                    }
+                );
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:<44} {:>12} {:>10.0} {:>15}",
+                    e.rule.verdict.as_str(),
+                    prefix,
+                    e.packets,
+                    r.pps,
+                    e.bytes
+                );
+            }
+        }
+        if !self.talkers.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<39} {:>12} {:>15} {:>12} {:>15}",
+                "top talker", "packets", "bytes", "+packets", "+bytes"
+            );
+            for t in &self.talkers {
+                let _ = writeln!(
+                    out,
+                    "{:<39} {:>12} {:>15} {:>12} {:>15}",
+                    t.addr.to_string(),
+                    t.packets,
+                    t.bytes,
+                    t.interval_packets,
+                    t.interval_bytes
+                );
+            }
+        }
+        if self.errors.iter().any(|&n| n > 0) {
+            let _ = writeln!(
+                out,
+                "kernel-side failures: talker inserts {}, missing rule counters {}",
+                self.errors[0], self.errors[1]
+            );
+        }
         out
     }
 
@@ -136,6 +232,13 @@ impl Interval {
             "period_s": self.period.as_secs_f64(),
             "array": map(&self.array),
             "percpu": map(&self.percpu),
+            "attachment": self.attachment,
+            "rules": self.rules,
+            "talkers": self.talkers,
+            "errors": {
+                "talker_insert": self.errors[0],
+                "rule_stats_missing": self.errors[1],
+            },
         })
     }
 }
@@ -174,17 +277,20 @@ mod tests {
 
     fn interval() -> Interval {
         let t0 = Instant::now();
-        let mut prev = Snapshot {
+        let mut prev = XdpSnapshot {
             at: t0,
             array: Default::default(),
             percpu: Default::default(),
+            rules: Vec::new(),
+            talkers: Vec::new(),
+            errors: [0; 2],
         };
         prev.array[XdpAction::Pass as usize] = rec(10, 1000);
-        let mut cur = prev;
+        let mut cur = prev.clone();
         cur.at = t0 + Duration::from_secs(2);
         cur.array[XdpAction::Pass as usize] = rec(30, 3000);
         cur.percpu[XdpAction::Pass as usize] = rec(20, 2000);
-        Interval::between("veth0", "skb", &prev, &cur)
+        Interval::between("veth0", "skb", &prev, &cur, 10)
     }
 
     #[test]
