@@ -59,6 +59,8 @@ struct TraceArgs {
     ring_bytes: u32,
     #[command(flatten)]
     post: PostArgs,
+    #[command(flatten)]
+    nats: super::nats_args::NatsArgs,
 }
 
 /// Web-service sink options.
@@ -143,7 +145,8 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let print = sink.is_none() || args.post.echo;
+    let nats = args.nats.start().await?;
+    let print = (sink.is_none() && nats.is_none()) || args.post.echo || args.nats.nats_echo;
 
     let mut shutdown = Shutdown::install()?;
     let mut tracer = ExecTracer::attach(ExecOptions {
@@ -165,6 +168,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         print,
         count: args.count,
         shown: 0,
+        nats,
     };
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let (mut seen, mut last_lost, mut drain) = (0u64, 0u64, true);
@@ -183,6 +187,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
                 let lost = tracer.lost()?;
                 report_lost(lost, last_lost, period);
                 if let Some(sink) = &sink { sink.set_lost(lost); }
+                if let Some(n) = &out.nats { n.set_lost(lost); }
                 if args.json && print {
                     println!("{}", serde_json::json!({
                         "type": "stats", "schema": SCHEMA_VERSION, "events": seen,
@@ -210,6 +215,9 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     }
     report_lost(lost, last_lost, period);
     drop(events);
+    if let Some(n) = out.nats.take() {
+        super::nats_args::finish(n, lost).await?;
+    }
     if let Some(sink) = sink {
         sink.set_lost(lost);
         let s = sink.finish().await?;
@@ -232,6 +240,7 @@ struct Outputs {
     print: bool,
     count: Option<u64>,
     shown: u64,
+    nats: Option<mapscope::sinks::nats::NatsSink>,
 }
 
 impl Outputs {
@@ -247,12 +256,15 @@ impl Outputs {
             return Ok(false);
         }
         // Serialized once, whether it goes to stdout, the sink, or both.
-        let json = (self.json || sink.is_some()).then(|| ev.json());
+        let json = (self.json || sink.is_some() || self.nats.is_some()).then(|| ev.json());
         if self.print {
             match &json {
                 Some(j) if self.json => println!("{j}"),
                 _ => println!("{}", ev.line()),
             }
+        }
+        if let (Some(n), Some(j)) = (&self.nats, &json) {
+            n.send(j.clone()).await?;
         }
         if let (Some(sink), Some(j)) = (sink, json) {
             sink.send(j).await?;

@@ -3,9 +3,11 @@
 mod exec;
 mod malloc;
 mod map;
+mod nats_args;
 mod schedule;
 mod shutdown;
 mod syscalls;
+mod tail;
 mod target_exit;
 mod xdp;
 
@@ -25,7 +27,7 @@ enum Command {
     #[command(subcommand)]
     Xdp(xdp::XdpCommand),
     /// exec tracing: live events, per-uid counts, web-service streaming.
-    Exec(exec::ExecCommand),
+    Exec(Box<exec::ExecCommand>),
     /// Syscall counts per interval through a tail-call dispatcher, like syscount.
     Syscalls(syscalls::SyscallsArgs),
     /// malloc calls and bytes per CPU and per process, from a uprobe on libc.
@@ -34,15 +36,18 @@ enum Command {
     /// BPF map on the host.
     #[command(subcommand)]
     Map(map::MapCommand),
+    /// The fleet's events from NATS JetStream (what `exec --nats` publishes), as a table or JSON.
+    Tail(tail::TailArgs),
 }
 
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Xdp(cmd) => xdp::run(cmd).await,
-        Command::Exec(cmd) => exec::run(cmd).await,
+        Command::Exec(cmd) => exec::run(*cmd).await,
         Command::Syscalls(args) => syscalls::run(args).await,
         Command::Malloc(args) => malloc::run(args).await,
         Command::Map(cmd) => map::run(cmd).await,
+        Command::Tail(args) => tail::run(args).await,
     }
 }

@@ -7,6 +7,8 @@ pub mod batch;
 mod disk;
 /// HTTP POST transport and its handle.
 pub mod http;
+/// NATS JetStream transport and its handle.
+pub mod nats;
 /// The transport-independent sink.
 pub mod pipeline;
 /// The on-disk queue of batches.
