@@ -7,7 +7,8 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 /// The bin targets of `mapscope-ebpf`, one object per program family (see `loader::Family`).
-const FAMILIES: [&str; 4] = ["xdp", "exec", "syscalls", "malloc"];
+/// `bench` is not a family: bench-only programs that only `examples/bench.rs` embeds and loads.
+const FAMILIES: [&str; 5] = ["xdp", "exec", "syscalls", "malloc", "bench"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
