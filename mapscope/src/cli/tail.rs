@@ -154,6 +154,7 @@ fn exec_of(v: &Value) -> Option<Exec> {
         comm: str_of("comm"),
         filename: str_of("filename"),
         filename_truncated: flag("filename_truncated"),
+        filename_fault: flag("filename_fault"),
         args: v
             .get("args")
             .and_then(Value::as_array)
@@ -176,20 +177,27 @@ fn exec_of(v: &Value) -> Option<Exec> {
 
 #[cfg(test)]
 mod tests {
-    use mapscope_common::exec::ExecEvent;
-
     use super::*;
 
     #[test]
     fn exec_json_round_trips_to_the_same_line() {
-        let mut raw: ExecEvent = unsafe { std::mem::zeroed() };
-        raw.pid = 42;
-        raw.ppid = 1;
-        raw.uid = 1000;
-        raw.retval = -2;
-        raw.comm[..4].copy_from_slice(b"true");
-        raw.filename[..9].copy_from_slice(b"/bin/true");
-        let ev = Exec::from_event(&raw);
+        let ev = Exec {
+            time_ns: 7,
+            pid: 42,
+            tid: 42,
+            ppid: Some(1),
+            uid: 1000,
+            gid: 1000,
+            comm: "true".into(),
+            filename: "/bin/true".into(),
+            filename_truncated: false,
+            filename_fault: true,
+            args: vec!["/bin/true".into(), "x".into()],
+            args_truncated: false,
+            args_fault: false,
+            ret: -2,
+            syscall: "execveat",
+        };
         let back = exec_of(&ev.json()).unwrap();
         assert_eq!(back, ev);
         assert!(exec_of(&serde_json::json!({"type": "xdp"})).is_none());
