@@ -4,7 +4,7 @@
 pub mod event;
 pub mod reader;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf,
@@ -60,6 +60,18 @@ const PROGRAMS: [(&str, &str); 4] = [
     ("execat_exit", "sys_exit_execveat"),
 ];
 
+/// The counter maps a long-running owner (the agent) pins so counts survive restarts.
+pub const PINNED_MAPS: [&str; 2] = [MAP_EXEC_UIDS, MAP_EXEC_LOST];
+
+/// The exec counters read at one instant: what the agent's `/metrics` and `/api/v1/exec` render.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    /// Execs per uid since the counters were created.
+    pub uids: BTreeMap<u32, u64>,
+    /// Events the kernel could not deliver, all CPUs.
+    pub lost: u64,
+}
+
 /// Attached exec tracepoints; dropping this detaches them and stops the readers.
 pub struct ExecTracer {
     ebpf: Ebpf,
@@ -70,6 +82,11 @@ impl ExecTracer {
     /// Loads, configures and attaches the exec programs. Events accumulate in the kernel buffer
     /// until [`ExecTracer::events`] starts reading them.
     pub fn attach(opts: ExecOptions) -> Result<Self> {
+        Self::attach_pinned(opts, None)
+    }
+
+    /// [`Self::attach`] with the [`PINNED_MAPS`] pinned in (or reused from) `pins`.
+    pub fn attach_pinned(opts: ExecOptions, pins: Option<&Path>) -> Result<Self> {
         if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < 4096 {
             return Err(Error::InvalidArgument(format!(
                 "ring buffer size must be a power of two of at least 4096 bytes, got {}",
@@ -87,6 +104,9 @@ impl ExecTracer {
             &[Requirement::BpfPrivileges, Requirement::Tracefs],
             |l| {
                 l.map_max_entries(MAP_EXEC_RING, opts.ring_bytes);
+                if let Some(dir) = pins {
+                    loader::pin_maps(l, dir, &PINNED_MAPS);
+                }
             },
         )?;
 
@@ -154,6 +174,14 @@ impl ExecTracer {
                 })
             })
             .collect()
+    }
+
+    /// Both counters now.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            uids: self.uid_counts()?,
+            lost: self.lost()?,
+        })
     }
 
     /// Events the kernel could not deliver (buffer full, too many execs in flight), all CPUs.
