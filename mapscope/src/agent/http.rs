@@ -51,7 +51,7 @@ pub async fn serve(
         .await
 }
 
-async fn metrics_handler(State(s): State<Arc<AgentState>>) -> Response {
+async fn metrics_handler(State(s): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
     let readings = s.families.read();
     let read = s.families.exec.as_ref().map(|_| {
         s.families
@@ -59,7 +59,13 @@ async fn metrics_handler(State(s): State<Arc<AgentState>>) -> Response {
             .load(std::sync::atomic::Ordering::Relaxed)
     });
     let body = metrics::render(readings, read);
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if metrics::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+    } else {
+        let text = metrics::to_classic_text(&body);
+        ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE_TEXT)], text).into_response()
+    }
 }
 
 async fn healthz(State(s): State<Arc<AgentState>>) -> Json<serde_json::Value> {

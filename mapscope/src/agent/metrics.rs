@@ -5,7 +5,7 @@
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge, info::Info},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
 
@@ -14,18 +14,44 @@ use crate::syscalls::report::{display_name, display_name_i386};
 
 /// The OpenMetrics text content type Prometheus negotiates.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text format, for clients that do not ask for OpenMetrics.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header asks for OpenMetrics (Prometheus itself does).
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// The same exposition in the classic text format (0.0.4) that `promtool check metrics` and
+/// older scrapers parse: counter families are named with their `_total` suffix, `# UNIT` and
+/// `# EOF` lines go.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
 
 /// Renders one scrape.
 pub fn render(readings: Readings, exec_events_read: Option<u64>) -> String {
     let mut registry = Registry::default();
-    registry.register(
-        "mapscope_build",
-        "mapscope version and the kernel it runs on",
-        Info::new(vec![
-            ("version", env!("CARGO_PKG_VERSION").to_string()),
-            ("kernel", kernel_release()),
-        ]),
-    );
     registry.register_collector(Box::new(Scrape {
         readings,
         exec_events_read,
@@ -98,6 +124,20 @@ fn gauges(
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let r = &self.readings;
+        // A gauge of 1 rather than an OpenMetrics `info`, which Prometheus-format tools
+        // (`promtool check metrics`) do not know.
+        gauges(
+            &mut enc,
+            "mapscope_build_info",
+            "mapscope version and the kernel it runs on",
+            &[(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION").to_string()),
+                    ("kernel", kernel_release()),
+                ],
+                1,
+            )],
+        )?;
         let mut lost: Vec<(Labels, u64)> = Vec::new();
         if let Some(x) = &r.xdp {
             let (mut packets, mut bytes) = (Vec::new(), Vec::new());
@@ -243,5 +283,26 @@ impl Collector for Scrape {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let om = "# HELP a_bytes Bytes.\n# TYPE a_bytes counter\n# UNIT a_bytes bytes\n\
+                  a_bytes_total{x=\"1\"} 3\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP a_bytes_total Bytes.\n# TYPE a_bytes_total counter\n\
+             a_bytes_total{x=\"1\"} 3\n# HELP g G.\n# TYPE g gauge\ng 1\n"
+        );
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
     }
 }
