@@ -38,6 +38,7 @@ PKGS=(
   time
   gcc-multilib
   musl-tools
+  prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do

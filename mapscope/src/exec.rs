@@ -11,6 +11,7 @@ pub mod reader;
 
 use std::{
     collections::BTreeMap,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -116,6 +117,18 @@ impl ExecCounters {
     }
 }
 
+/// The counter maps a long-running owner (the agent) pins so counts survive restarts.
+pub const PINNED_MAPS: [&str; 2] = [MAP_EXEC_UIDS, MAP_EXEC_LOST];
+
+/// The exec counters read at one instant: what the agent's `/metrics` and `/api/v1/exec` render.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    /// Execs per uid since the counters were created.
+    pub uids: BTreeMap<u32, u64>,
+    /// Events the kernel could not deliver, all CPUs.
+    pub lost: u64,
+}
+
 /// Attached exec programs; dropping this detaches them (entries first) and stops the readers.
 pub struct ExecTracer {
     ebpf: Ebpf,
@@ -129,6 +142,11 @@ impl ExecTracer {
     /// Loads, configures and attaches the exec programs. Events accumulate in the kernel buffer
     /// until [`ExecTracer::events`] starts reading them.
     pub fn attach(opts: ExecOptions) -> Result<Self> {
+        Self::attach_pinned(opts, None)
+    }
+
+    /// [`Self::attach`] with the [`PINNED_MAPS`] pinned in (or reused from) `pins`.
+    pub fn attach_pinned(opts: ExecOptions, pins: Option<&Path>) -> Result<Self> {
         if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < MIN_RING_BYTES {
             return Err(Error::InvalidArgument(format!(
                 "ring buffer size must be a power of two of at least {MIN_RING_BYTES} bytes (the largest exec event), got {}",
@@ -149,6 +167,9 @@ impl ExecTracer {
                 crate::pidns::configure(l, ns);
                 l.map_max_entries(MAP_EXEC_RING, opts.ring_bytes);
                 l.map_max_entries(MAP_EXEC_INFLIGHT, INFLIGHT_ENTRIES);
+                if let Some(dir) = pins {
+                    loader::pin_maps(l, dir, &PINNED_MAPS);
+                }
             },
         )?;
 
@@ -222,6 +243,14 @@ impl ExecTracer {
                 })
             })
             .collect()
+    }
+
+    /// Both counters now.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            uids: self.uid_counts()?,
+            lost: self.lost()?,
+        })
     }
 
     /// Events the kernel could not deliver, all CPUs and reasons (see [`ExecTracer::counters`]).

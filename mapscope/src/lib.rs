@@ -3,6 +3,7 @@
 //! Each program family has a module here named like its kernel twin in `mapscope-ebpf/src/` and
 //! its shared types in `mapscope-common/src/`.
 
+pub mod agent;
 pub mod btf;
 pub mod error;
 pub mod exec;

@@ -26,8 +26,9 @@ pub enum Family {
 }
 
 impl Family {
-    /// The object build.rs left in `OUT_DIR` for this family, embedded in the binary.
-    fn object(self) -> &'static [u8] {
+    /// The object build.rs left in `OUT_DIR` for this family, embedded in the binary (public so
+    /// the agent can compare pinned maps with the definitions in it).
+    pub fn object(self) -> &'static [u8] {
         macro_rules! embedded {
             ($name:literal) => {
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $name))
@@ -70,6 +71,14 @@ pub fn load_with(
             Error::Load(e)
         }
     })
+}
+
+/// Pins maps `names` of the object under `dir` (one file per map, named as the map): an existing
+/// pin is reused as is, so callers check pins against the object's definitions first.
+pub fn pin_maps(loader: &mut EbpfLoader<'_>, dir: &std::path::Path, names: &[&'static str]) {
+    for name in names {
+        loader.map_pin_path(name, dir.join(name));
+    }
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg and ignore it.

@@ -120,6 +120,9 @@ pub fn sum<'a>(records: impl Iterator<Item = &'a MallocRecord>) -> MallocRecord 
     })
 }
 
+/// The counter maps a long-running owner (the agent) pins so counts survive restarts.
+pub const PINNED_MAPS: [&str; 2] = [MAP_PER_CPU, MAP_PROCESSES];
+
 /// The attached uprobes; dropping it detaches.
 pub struct MallocStats {
     // Owns the uprobe links.
@@ -141,6 +144,11 @@ impl MallocStats {
 
     /// [`Self::attach`] with options (stacks).
     pub fn attach_with(target: Target, options: Options) -> Result<Self> {
+        Self::attach_pinned(target, options, None)
+    }
+
+    /// [`Self::attach_with`] with the [`PINNED_MAPS`] pinned in (or reused from) `pins`.
+    pub fn attach_pinned(target: Target, options: Options, pins: Option<&Path>) -> Result<Self> {
         let ns = PidNamespace::current()?;
         if let Some(s) = options.stacks
             && (s.max_stacks == 0 || s.max_keys == 0)
@@ -179,6 +187,9 @@ impl MallocStats {
         let mut ebpf =
             loader::load_with(loader::Family::Malloc, &[Requirement::BpfPrivileges], |l| {
                 crate::pidns::configure(l, ns);
+                if let Some(dir) = pins {
+                    loader::pin_maps(l, dir, &PINNED_MAPS);
+                }
                 match options.stacks {
                     Some(s) => {
                         l.override_global(GLOBAL_STACKS_ON, &STACKS_ON, true)

@@ -11,7 +11,7 @@ mod dispatch;
 pub mod names;
 pub mod report;
 
-use std::{sync::OnceLock, time::Instant};
+use std::{path::Path, sync::OnceLock, time::Instant};
 
 use aya::{
     Ebpf,
@@ -157,6 +157,9 @@ fn task_status_offset() -> &'static u32 {
     })
 }
 
+/// The counter maps a long-running owner (the agent) pins so counts survive restarts.
+pub const PINNED_MAPS: [&str; 4] = [MAP_COUNTS, MAP_HANDLED, MAP_STATS, MAP_COMPAT];
+
 /// The attached dispatcher and its handlers; dropping it detaches everything and closes the
 /// jump table.
 pub struct SyscallCounter {
@@ -171,6 +174,11 @@ pub struct SyscallCounter {
 impl SyscallCounter {
     /// Loads everything, applies `filter` and attaches the dispatcher to `sys_enter`.
     pub fn attach(filter: Filter) -> Result<Self> {
+        Self::attach_pinned(filter, None)
+    }
+
+    /// [`Self::attach`] with the [`PINNED_MAPS`] pinned in (or reused from) `pins`.
+    pub fn attach_pinned(filter: Filter, pins: Option<&Path>) -> Result<Self> {
         if !cfg!(target_arch = "x86_64") {
             return Err(Error::UnsupportedArch {
                 what: "mapscope syscalls",
@@ -185,6 +193,9 @@ impl SyscallCounter {
             |l| {
                 crate::pidns::configure(l, ns);
                 l.override_global(GLOBAL_TASK_STATUS_OFF, status_off, true);
+                if let Some(dir) = pins {
+                    loader::pin_maps(l, dir, &PINNED_MAPS);
+                }
             },
         )?;
         for name in HANDLER_PROGRAMS {

@@ -1,5 +1,6 @@
 //! Command-line shape: `mapscope <family> [<action>] [flags]`, one file per family.
 
+mod agent;
 mod exec;
 mod malloc;
 mod map;
@@ -23,6 +24,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Every family in one long-running process: pinned counters, Prometheus /metrics and an
+    /// HTTP API.
+    Agent(agent::AgentArgs),
     /// XDP traffic statistics.
     #[command(subcommand)]
     Xdp(xdp::XdpCommand),
@@ -43,6 +47,7 @@ enum Command {
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Agent(args) => agent::run(args).await,
         Command::Xdp(cmd) => xdp::run(cmd).await,
         Command::Exec(cmd) => exec::run(*cmd).await,
         Command::Syscalls(args) => syscalls::run(args).await,
