@@ -20,7 +20,21 @@ fn created_maps(family: Family) -> Vec<String> {
 #[test]
 fn each_family_creates_only_its_own_maps() {
     let expected: [(Family, &[&str]); 4] = [
-        (Family::Xdp, &["XDP_STATS_ARR", "XDP_STATS_PCPU"]),
+        (
+            Family::Xdp,
+            &[
+                "XDP_DST4",
+                "XDP_DST6",
+                "XDP_ERRORS",
+                "XDP_META",
+                "XDP_RULE_STATS",
+                "XDP_SRC4",
+                "XDP_SRC6",
+                "XDP_STATS_ARR",
+                "XDP_STATS_PCPU",
+                "XDP_TALKERS",
+            ],
+        ),
         (
             Family::Exec,
             // .rodata: the pid-namespace global.
