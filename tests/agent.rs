@@ -479,3 +479,63 @@ fn alert_rules_pass_promtool_unit_tests() {
         );
     }
 }
+
+/// Puts `kernel.bpf_stats_enabled` back as it was, even when the test fails.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn set(on: bool) -> Self {
+        let before = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, if on { "1" } else { "0" }).unwrap();
+        Self(before)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
+    }
+}
+
+#[test]
+fn program_run_statistics_appear_only_while_the_kernel_collects_them() {
+    let setup = Setup::new(
+        "runstats",
+        "[xdp]\nenabled = false\n[syscalls]\nenabled = false\n",
+    );
+    let agent = Agent::start(&setup);
+    let exec_runs = |m: &str| -> Vec<f64> {
+        m.lines()
+            .filter(|l| l.starts_with("mapscope_program_runs_total{program=\"exec"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect()
+    };
+    {
+        let _off = BpfStats::set(false);
+        let m = metrics(&setup);
+        assert!(!m.contains("mapscope_program_run"), "{m}");
+    }
+    let _on = BpfStats::set(true);
+    execs_as(4216, 3);
+    let m = settle(&setup, "mapscope_exec_total{uid=\"4216\"}", 3.0);
+    // All four exec programs; the execveat pair may not have run (nobody called execveat), the
+    // execve pair ran at least once per exec.
+    let runs = exec_runs(&m);
+    assert_eq!(runs.len(), 4, "{m}");
+    let ran = |name: &str| -> f64 {
+        let prefix = format!("mapscope_program_runs_total{{program=\"{name}\"");
+        let line = m.lines().find(|l| l.starts_with(&prefix));
+        let line = line.unwrap_or_else(|| panic!("no {name} in {m}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert!(ran("exec_enter") >= 3.0, "{m}");
+    assert!(ran("exec_exit") >= 3.0, "{m}");
+    assert!(
+        m.contains("mapscope_program_run_seconds_total{program=\"exec"),
+        "{m}"
+    );
+    promtool_check_metrics(&m);
+    agent.stop();
+}

@@ -166,7 +166,7 @@ impl XdpSnapshot {
 
 impl XdpSeam {
     /// Resolves the interfaces (in `netns` when given) and attaches to each, with `drop` as the
-    /// initial rule list. `lines` gives each interface's config line for errors.
+    /// initial rule list. Nothing is left attached when any interface fails.
     pub fn start(
         interfaces: &[String],
         netns: Option<&str>,
