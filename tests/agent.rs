@@ -539,3 +539,65 @@ fn program_run_statistics_appear_only_while_the_kernel_collects_them() {
     promtool_check_metrics(&m);
     agent.stop();
 }
+
+/// The capabilities the systemd unit grants, as setpriv spells them (`+bpf,+perfmon,…`).
+fn unit_capabilities() -> String {
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/mapscope-agent.service");
+    let text = std::fs::read_to_string(unit).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit names its capabilities");
+    line.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn the_systemd_units_capabilities_are_enough_for_every_family() {
+    let caps = unit_capabilities();
+    let pair = NetnsPair::new("caps");
+    let setup = Setup::new(
+        "caps",
+        &format!(
+            "[xdp]\ninterfaces = [\"{RX_IFACE}\"]\nnetns = \"{}\"\n[malloc]\nenabled = true\n",
+            pair.rx
+        ),
+    );
+    // uid 0 with only the unit's capabilities: what systemd gives the service.
+    let wrapper: Vec<String> = [
+        "setpriv".to_string(),
+        // uid 0 gets exactly the bounding set on exec.
+        format!("--bounding-set=-all,{caps}"),
+        "--".to_string(),
+    ]
+    .into();
+    let agent = Agent::start_under(&setup, &wrapper);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(
+        bounding, "000001ffffffffff",
+        "setpriv did not drop capabilities"
+    );
+    let frame = pair.send_udp(4, 100) as u64;
+    execs_as(4217, 2);
+    let pass = format!("mapscope_xdp_packets_total{{iface=\"{RX_IFACE}\",action=\"XDP_PASS\"}}");
+    let m = settle(&setup, &pass, 4.0);
+    let bytes = format!("mapscope_xdp_bytes_total{{iface=\"{RX_IFACE}\",action=\"XDP_PASS\"}}");
+    assert_eq!(sample(&m, &bytes), Some((4 * frame) as f64));
+    let m = settle(&setup, "mapscope_exec_total{uid=\"4217\"}", 2.0);
+    assert_eq!(sample(&m, "mapscope_exec_total{uid=\"4217\"}"), Some(2.0));
+    assert!(
+        sample(&m, "mapscope_malloc_calls_total").is_some_and(|v| v > 0.0),
+        "{m}"
+    );
+    let (status, rest) = agent.stop();
+    assert!(status.success(), "exit {status}: {rest}");
+}

@@ -106,7 +106,20 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and waits for its "metrics at" line; panics with its stderr if it exits.
     pub fn start(setup: &Setup) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_under(setup, &[])
+    }
+
+    /// [`Self::start`] with the agent run by `wrapper` (e.g. `setpriv … --`).
+    pub fn start_under(setup: &Setup, wrapper: &[String]) -> Self {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(["agent", "--config"])
             .arg(&setup.config)
             .stdout(Stdio::null())
