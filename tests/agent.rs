@@ -204,10 +204,15 @@ fn pinned_exec_count(setup: &Setup, uid: u32) -> u64 {
 fn counters_survive_kill_9_and_restart_and_only_one_agent_runs() {
     let setup = Setup::new("restart", "[xdp]\nenabled = false\n");
     let series = "mapscope_exec_total{uid=\"4214\"}";
+    // personality(0xffffffff) is a query nobody else here makes (the other test uses tuxcall).
+    let pers = "mapscope_syscalls_total{syscall=\"personality\",abi=\"x86_64\"}";
+    let mut sys = Driven::spawn(syscalls_program(), &["msc-agent-rs", "personality:6"]);
 
     let agent = Agent::start(&setup);
     execs_as(4214, 5);
+    sys.window(b'g');
     assert_eq!(sample(&settle(&setup, series, 5.0), series), Some(5.0));
+    assert_eq!(sample(&settle(&setup, pers, 6.0), pers), Some(6.0));
 
     // A second agent on the same pins is refused, naming the running one.
     let second = setup.run(&[]);
@@ -221,7 +226,9 @@ fn counters_survive_kill_9_and_restart_and_only_one_agent_runs() {
     agent.kill9();
     let agent = Agent::start(&setup);
     execs_as(4214, 4);
+    sys.window(b'g');
     assert_eq!(sample(&settle(&setup, series, 9.0), series), Some(9.0));
+    assert_eq!(sample(&settle(&setup, pers, 12.0), pers), Some(12.0));
     let tuples = http::get(setup.addr, "/api/v1/exec").json();
     assert_eq!(tuples["uids"]["4214"], 9);
 
