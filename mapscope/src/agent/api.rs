@@ -7,8 +7,9 @@ use mapscope_common::syscalls::SYSCALL_SLOTS;
 use super::families::Families;
 use crate::{malloc, syscalls};
 
-/// Rows of the malloc process table the API returns.
-const MALLOC_TOP: usize = 20;
+/// Rows of the malloc process table the API returns: every process the kernel map holds (it is
+/// bounded by the map's size), so a client can find any pid.
+const MALLOC_TOP: usize = usize::MAX;
 
 /// Why a family's body is not available.
 #[derive(Debug)]

@@ -176,7 +176,16 @@ pub fn prepare(
                 false
             }
         }
-        Err(_) => false,
+        Err(_) => {
+            if maps.iter().any(|n| dir.join(n).symlink_metadata().is_ok()) {
+                reports.push(format!(
+                    "{} has pins but no layout marker: recreating its maps (their counts start \
+                     over)",
+                    dir.display()
+                ));
+            }
+            false
+        }
     };
     let expected = definitions(family)?;
     for name in maps {
