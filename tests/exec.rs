@@ -1201,3 +1201,56 @@ async fn a_second_signal_ends_the_drain_at_once_and_spools_the_rest() {
     );
     assert_eq!(spooled_batches(spool.path()), 3);
 }
+
+/// `mapscope ARGS` as a non-root uid holding exactly `caps` (setpriv names, e.g. "bpf").
+fn with_caps(uid: u32, caps: &str) -> Command {
+    let id = uid.to_string();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={id}"),
+        &format!("--regid={id}"),
+        "--clear-groups",
+        &format!("--inh-caps=-all,{caps}"),
+        &format!("--ambient-caps=-all,{caps}"),
+        "--",
+        BIN,
+    ]);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_tracefs_names_the_permission_and_the_capability() {
+    require_root();
+    let uid = 61036;
+    // CAP_BPF + CAP_PERFMON, no root: tracefs (mode 700) cannot be read.
+    let out = with_caps(uid, "+bpf,+perfmon")
+        .args(["exec", "--uid", &uid.to_string()])
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        "read access to tracefs at /sys/kernel/tracing: permission denied for uid 61036, add CAP_DAC_READ_SEARCH",
+    );
+    // The capability named is the one that fixes it.
+    let mut child = tokio::process::Command::from(with_caps(uid, "+bpf,+perfmon,+dac_read_search"))
+        .args([
+            "exec",
+            "--uid",
+            &uid.to_string(),
+            "--json",
+            "--interval",
+            "0.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut cli = Cli { child, stdout };
+    cli.next_of("stats").await;
+    exec_as(uid, probe(), &["with-caps"]);
+    assert_eq!(cli.next_of("exec").await["args"][1], "with-caps");
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+}
