@@ -1254,3 +1254,55 @@ async fn unreadable_tracefs_names_the_permission_and_the_capability() {
     let (status, stderr) = cli.stop().await;
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn pids_are_those_of_mapscope_s_pid_namespace() {
+    require_root();
+    let uid = 61037;
+    let probe = probe();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, pidfile) = (dir.path().join("out"), dir.path().join("pid"));
+    // mapscope and the exec both inside a new pid namespace (with its own /proc); the shell
+    // that runs them is its pid 1.
+    let script = format!(
+        r#"{bin} exec --uid {uid} --json --interval 0.1 --count 1 > {out} &
+for i in $(seq 300); do grep -q stats {out} && break; sleep 0.05; done
+bash -c 'echo $$ > {pidfile}; exec setpriv --reuid={uid} --regid={uid} --clear-groups {probe} in-ns'
+wait $!"#,
+        bin = BIN,
+        out = out.display(),
+        pidfile = pidfile.display(),
+        probe = probe.display(),
+    );
+    let status = Command::new("timeout")
+        .args([
+            "30",
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let e: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "exec")
+        .unwrap_or_else(|| panic!("no exec event in {text}"));
+    assert_eq!(e["args"][1], "in-ns", "{e}");
+    // As `ps` inside the namespace shows them: the exec'ing shell and its parent, pid 1.
+    assert_eq!(e["pid"], pid, "{e}");
+    assert_eq!(e["tid"], pid, "{e}");
+    assert_eq!(e["ppid"], 1, "{e}");
+    assert!(pid < 100, "pid {pid} is not from a fresh namespace");
+}

@@ -191,15 +191,13 @@ pub struct ExecConfig {
     pub pid_numbers_off: u32,
     /// Byte offset of `ns.inum` in `struct pid_namespace`.
     pub pidns_inum_off: u32,
-    /// Nesting level of mapscope's pid namespace (0 for the initial one).
-    pub pidns_level: u32,
     /// Nonzero: the pid offsets above are valid, so a parent can be named in mapscope's pid
     /// namespace when that is not the initial one.
     pub pidns_offsets_valid: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ExecConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<ExecConfig>() == 68);
 
 crate::impl_pod!(ExecConfig);
 
