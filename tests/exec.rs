@@ -1305,4 +1305,11 @@ wait $!"#,
     assert_eq!(e["tid"], pid, "{e}");
     assert_eq!(e["ppid"], 1, "{e}");
     assert!(pid < 100, "pid {pid} is not from a fresh namespace");
+    // Execs on the host meanwhile (this test's own, at least) have no pid there: counted aside.
+    let stats: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "stats")
+        .collect();
+    assert!(stats.iter().all(|v| v["lost"] == 0), "{text}");
 }

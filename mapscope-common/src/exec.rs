@@ -146,7 +146,8 @@ pub enum ExecCounter {
     LostInflightReplaced = 2,
     /// The tracepoint record or the configuration could not be read.
     LostRead = 3,
-    /// Not lost: a successful exec of a task with no pid in mapscope's pid namespace.
+    /// Not lost: an exec (counted at entry, or at the exec when its entry was not seen) of a
+    /// task with no pid in mapscope's pid namespace, which is not reported.
     OutsidePidns = 4,
     /// Not lost: an in-flight entry found at a successful exit (already reported by
     /// `sched_process_exec`; should stay 0).

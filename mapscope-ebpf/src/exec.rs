@@ -189,7 +189,13 @@ fn on_enter(
                 None => entry.flags |= FLAG_PPID_UNKNOWN,
             }
         }
-        _ => entry.flags |= FLAG_SKIP,
+        Some(_) => entry.flags |= FLAG_SKIP,
+        None => {
+            entry.flags |= FLAG_SKIP;
+            if !(cfg.filter_uid_enabled != 0 && cfg.filter_uid != uid) {
+                count(ExecCounter::OutsidePidns);
+            }
+        }
     }
 
     match EXEC_INFLIGHT.insert(tid, entry, BPF_NOEXIST as u64) {

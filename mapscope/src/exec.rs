@@ -101,7 +101,7 @@ pub struct ExecCounters {
     pub lost_read: u64,
     /// Execs still in flight when tracing stopped.
     pub lost_at_detach: u64,
-    /// Successful execs of tasks with no pid in mapscope's pid namespace (not reported).
+    /// Execs of tasks with no pid in mapscope's pid namespace (not reported, not lost).
     pub outside_pidns: u64,
 }
 

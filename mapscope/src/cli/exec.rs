@@ -222,7 +222,8 @@ async fn follow(
             }
             _ = ticker.tick() => {
                 mapscope::exec::event::refresh_clock();
-                *lost = tracer.lost()?;
+                let counters = tracer.counters()?;
+                *lost = counters.lost();
                 report_lost(*lost, last_lost, period);
                 if let Some(sink) = sink { sink.set_lost(*lost); }
                 if args.json && out.print {
@@ -230,6 +231,7 @@ async fn follow(
                         "type": "stats", "schema": SCHEMA_VERSION, "events": seen,
                         "lost": *lost, "lost_delta": *lost - last_lost,
                         "malformed": events.stats().malformed.load(std::sync::atomic::Ordering::Relaxed),
+                        "outside_pidns": counters.outside_pidns,
                     });
                     if !print_line(stats) {
                         out.print = false;
