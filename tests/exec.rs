@@ -1062,3 +1062,254 @@ async fn an_exec_in_flight_at_detach_is_counted() {
     assert_eq!(t.lost().unwrap(), c.lost());
     blocked.finish(false);
 }
+
+// ---- ending the run --------------------------------------------------------------------------
+
+/// `mapscope exec --json …` whose reader goes away after one exec event (as `| head -n 2`
+/// does): the run must end by itself, cleanly.
+async fn stdout_closed_after_one_event(
+    uid: u32,
+    extra: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let uid_s = uid.to_string();
+    let mut args = vec!["exec", "--uid", &uid_s, "--json", "--interval", "0.2"];
+    args.extend(extra);
+    let mut cli = Cli::start(&args).await;
+    cli.next_of("stats").await;
+    exec_as(uid, probe(), &["before-close"]);
+    assert_eq!(cli.next_of("exec").await["args"][1], "before-close");
+    let Cli { mut child, stdout } = cli;
+    drop(stdout);
+    let out = timeout(Duration::from_secs(20), async {
+        let status = child.wait().await.unwrap();
+        let mut stderr = String::new();
+        use tokio::io::AsyncReadExt as _;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
+        (status, stderr)
+    })
+    .await
+    .expect("mapscope kept running after its stdout closed");
+    assert!(!out.1.contains("panicked"), "{}", out.1);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_stdout_ends_the_run_cleanly() {
+    let (status, stderr) = stdout_closed_after_one_event(61032, &[]).await;
+    assert!(status.success(), "{status:?} {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_stdout_with_post_still_delivers() {
+    let server = TestServer::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let (status, stderr) = stdout_closed_after_one_event(
+        61033,
+        &[
+            "--post",
+            &url,
+            "--echo",
+            "--batch-ms",
+            "60000",
+            "--spool-dir",
+            spool.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(status.success(), "{status:?} {stderr}");
+    // The open batch (it would have waited a minute) is delivered on the way out.
+    assert!(stderr.contains("posted 1 events; 0 spooled"), "{stderr}");
+    assert_eq!(server.events().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_lost_in_a_crash_are_reported_by_the_next_run() {
+    let uid = 61034;
+    let server = TestServer::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let (uid_s, url) = (uid.to_string(), server.url());
+    let spool_s = spool.path().to_str().unwrap();
+    // A batch that never closes by itself: the three events stay in memory.
+    let mut cli = Cli::start(&[
+        "exec",
+        "--uid",
+        &uid_s,
+        "--json",
+        "--echo",
+        "--interval",
+        "0.2",
+        "--post",
+        &url,
+        "--batch-ms",
+        "600000",
+        "--spool-dir",
+        spool_s,
+    ])
+    .await;
+    cli.next_of("stats").await;
+    exec_seq(uid, 0..3);
+    for _ in 0..3 {
+        cli.next_of("exec").await;
+    }
+    // Echoed before queued: give the sink a moment to take the last one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cli.child.kill().await.unwrap();
+
+    let cli = start_posting(uid, &url, spool.path(), &[]).await;
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("posted 0 events; 0 spooled for later; 0 dropped at the spool limit; 0 rejected by the service; 3 lost in an earlier crash"),
+        "{stderr}"
+    );
+    assert!(server.events().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_ends_the_drain_at_once_and_spools_the_rest() {
+    let uid = 61035;
+    let server = TestServer::start().await;
+    // Every POST takes a minute: the drain would use its whole grace.
+    server.set_delay(Duration::from_secs(60));
+    let spool = tempfile::tempdir().unwrap();
+    let cli = start_posting(uid, &server.url(), spool.path(), &["--batch-max", "1"]).await;
+    exec_seq(uid, 0..3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = cli.child.id().unwrap() as i32;
+    // SAFETY: kill on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < mapscope::sinks::http::SHUTDOWN_GRACE / 2,
+        "the second signal did not cut the drain short ({:?})",
+        started.elapsed()
+    );
+    assert!(stderr.contains("second signal"), "{stderr}");
+    assert!(
+        stderr.contains("posted 0 events; 3 spooled for later"),
+        "{stderr}"
+    );
+    assert_eq!(spooled_batches(spool.path()), 3);
+}
+
+/// `mapscope ARGS` as a non-root uid holding exactly `caps` (setpriv names, e.g. "bpf").
+fn with_caps(uid: u32, caps: &str) -> Command {
+    let id = uid.to_string();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={id}"),
+        &format!("--regid={id}"),
+        "--clear-groups",
+        &format!("--inh-caps=-all,{caps}"),
+        &format!("--ambient-caps=-all,{caps}"),
+        "--",
+        BIN,
+    ]);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_tracefs_names_the_permission_and_the_capability() {
+    require_root();
+    let uid = 61036;
+    // CAP_BPF + CAP_PERFMON, no root: tracefs (mode 700) cannot be read.
+    let out = with_caps(uid, "+bpf,+perfmon")
+        .args(["exec", "--uid", &uid.to_string()])
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        "read access to tracefs at /sys/kernel/tracing: permission denied for uid 61036, add CAP_DAC_READ_SEARCH",
+    );
+    // The capability named is the one that fixes it.
+    let mut child = tokio::process::Command::from(with_caps(uid, "+bpf,+perfmon,+dac_read_search"))
+        .args([
+            "exec",
+            "--uid",
+            &uid.to_string(),
+            "--json",
+            "--interval",
+            "0.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut cli = Cli { child, stdout };
+    cli.next_of("stats").await;
+    exec_as(uid, probe(), &["with-caps"]);
+    assert_eq!(cli.next_of("exec").await["args"][1], "with-caps");
+    let (status, stderr) = cli.stop().await;
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn pids_are_those_of_mapscope_s_pid_namespace() {
+    require_root();
+    let uid = 61037;
+    let probe = probe();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, pidfile) = (dir.path().join("out"), dir.path().join("pid"));
+    // mapscope and the exec both inside a new pid namespace (with its own /proc); the shell
+    // that runs them is its pid 1.
+    let script = format!(
+        r#"{bin} exec --uid {uid} --json --interval 0.1 --count 1 > {out} &
+for i in $(seq 300); do grep -q stats {out} && break; sleep 0.05; done
+bash -c 'echo $$ > {pidfile}; exec setpriv --reuid={uid} --regid={uid} --clear-groups {probe} in-ns'
+wait $!"#,
+        bin = BIN,
+        out = out.display(),
+        pidfile = pidfile.display(),
+        probe = probe.display(),
+    );
+    let status = Command::new("timeout")
+        .args([
+            "30",
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let e: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "exec")
+        .unwrap_or_else(|| panic!("no exec event in {text}"));
+    assert_eq!(e["args"][1], "in-ns", "{e}");
+    // As `ps` inside the namespace shows them: the exec'ing shell and its parent, pid 1.
+    assert_eq!(e["pid"], pid, "{e}");
+    assert_eq!(e["tid"], pid, "{e}");
+    assert_eq!(e["ppid"], 1, "{e}");
+    assert!(pid < 100, "pid {pid} is not from a fresh namespace");
+    // Execs on the host meanwhile (this test's own, at least) have no pid there: counted aside.
+    let stats: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "stats")
+        .collect();
+    assert!(stats.iter().all(|v| v["lost"] == 0), "{text}");
+}

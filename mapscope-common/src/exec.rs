@@ -146,7 +146,8 @@ pub enum ExecCounter {
     LostInflightReplaced = 2,
     /// The tracepoint record or the configuration could not be read.
     LostRead = 3,
-    /// Not lost: a successful exec of a task with no pid in mapscope's pid namespace.
+    /// Not lost: an exec (counted at entry, or at the exec when its entry was not seen) of a
+    /// task with no pid in mapscope's pid namespace, which is not reported.
     OutsidePidns = 4,
     /// Not lost: an in-flight entry found at a successful exit (already reported by
     /// `sched_process_exec`; should stay 0).
@@ -191,15 +192,13 @@ pub struct ExecConfig {
     pub pid_numbers_off: u32,
     /// Byte offset of `ns.inum` in `struct pid_namespace`.
     pub pidns_inum_off: u32,
-    /// Nesting level of mapscope's pid namespace (0 for the initial one).
-    pub pidns_level: u32,
     /// Nonzero: the pid offsets above are valid, so a parent can be named in mapscope's pid
     /// namespace when that is not the initial one.
     pub pidns_offsets_valid: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ExecConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<ExecConfig>() == 68);
 
 crate::impl_pod!(ExecConfig);
 

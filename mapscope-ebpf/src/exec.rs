@@ -189,7 +189,13 @@ fn on_enter(
                 None => entry.flags |= FLAG_PPID_UNKNOWN,
             }
         }
-        _ => entry.flags |= FLAG_SKIP,
+        Some(_) => entry.flags |= FLAG_SKIP,
+        None => {
+            entry.flags |= FLAG_SKIP;
+            if !(cfg.filter_uid_enabled != 0 && cfg.filter_uid != uid) {
+                count(ExecCounter::OutsidePidns);
+            }
+        }
     }
 
     match EXEC_INFLIGHT.insert(tid, entry, BPF_NOEXIST as u64) {
@@ -529,7 +535,8 @@ fn current_mm(cfg: &ExecConfig) -> u64 {
 /// which is safe even if an offset were wrong. Reading it here, at the exec, is race-free,
 /// unlike /proc/PID/stat in user space after the process may have exited.
 ///
-/// Outside the initial namespace the parent's `struct pid` is read at mapscope's level:
+/// Outside the initial namespace the parent's `struct pid` is read at the level of mapscope's
+/// namespace (that of the current task's own `struct pid`, the task being in it):
 /// `numbers[level]` if it belongs to mapscope's namespace. A parent above the namespace (the
 /// container's init's parent) is 0, as getppid() says there.
 #[inline(always)]
@@ -552,6 +559,12 @@ fn parent_tgid(cfg: &ExecConfig) -> Option<u32> {
         if cfg.pidns_offsets_valid == 0 {
             return None;
         }
+        // The current task is in mapscope's namespace exactly (its pid was translated), so
+        // its own struct pid's level is the namespace's level.
+        let own_pid: *const u8 =
+            bpf_probe_read_kernel(task.wrapping_add(cfg.thread_pid_off as usize).cast()).ok()?;
+        let ns_level: u32 =
+            bpf_probe_read_kernel(own_pid.wrapping_add(cfg.pid_level_off as usize).cast()).ok()?;
         let leader: *const u8 =
             bpf_probe_read_kernel(parent.wrapping_add(cfg.group_leader_off as usize).cast())
                 .ok()?;
@@ -559,13 +572,16 @@ fn parent_tgid(cfg: &ExecConfig) -> Option<u32> {
             bpf_probe_read_kernel(leader.wrapping_add(cfg.thread_pid_off as usize).cast()).ok()?;
         let level: u32 =
             bpf_probe_read_kernel(pid.wrapping_add(cfg.pid_level_off as usize).cast()).ok()?;
-        if level < cfg.pidns_level {
+        if ns_level > 32 {
+            return None; // MAX_PID_NS_LEVEL: a wrong offset, not a namespace
+        }
+        if level < ns_level {
             return Some(0);
         }
         // struct upid { int nr; struct pid_namespace *ns; }: 16 bytes.
         let upid = pid
             .wrapping_add(cfg.pid_numbers_off as usize)
-            .wrapping_add(16 * cfg.pidns_level as usize);
+            .wrapping_add(16 * ns_level as usize);
         let nr: i32 = bpf_probe_read_kernel(upid.cast()).ok()?;
         let upid_ns: *const u8 = bpf_probe_read_kernel(upid.wrapping_add(8).cast()).ok()?;
         let inum: u32 =

@@ -102,7 +102,7 @@ pub struct ExecCounters {
     pub lost_read: u64,
     /// Execs still in flight when tracing stopped.
     pub lost_at_detach: u64,
-    /// Successful execs of tasks with no pid in mapscope's pid namespace (not reported).
+    /// Execs of tasks with no pid in mapscope's pid namespace (not reported, not lost).
     pub outside_pidns: u64,
 }
 
@@ -182,7 +182,7 @@ impl ExecTracer {
             },
             ..ExecConfig::default()
         };
-        offsets::fill(&mut cfg, pidns_level());
+        offsets::fill(&mut cfg);
         let mut config: Array<_, ExecConfig> = loader::map_mut(&mut ebpf, MAP_EXEC_CONFIG)?;
         config.set(0, cfg, 0).map_err(|source| Error::Map {
             name: MAP_EXEC_CONFIG,
@@ -335,16 +335,4 @@ fn attach(
     loader::program_mut::<TracePoint>(ebpf, name)?
         .attach(category, tracepoint)
         .map_err(|source| Error::Program { name, source })
-}
-
-/// Nesting level of mapscope's pid namespace: one less than the entries on `NSpid:`.
-fn pidns_level() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .map(|v| v.split_whitespace().count())
-        })
-        .map_or(0, |n| n.saturating_sub(1) as u32)
 }

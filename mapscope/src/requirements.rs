@@ -20,6 +20,7 @@ pub enum Requirement {
     Bpffs,
 }
 
+const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -53,16 +54,7 @@ pub fn check(reqs: &[Requirement]) -> Result<()> {
                     });
                 }
             }
-            Requirement::Tracefs => {
-                if !Path::new("/sys/kernel/tracing/events").exists()
-                    && !Path::new("/sys/kernel/debug/tracing/events").exists()
-                {
-                    return Err(Error::KernelFeature {
-                        feature: "a mounted tracefs",
-                        fix: "mount it with `mount -t tracefs tracefs /sys/kernel/tracing`",
-                    });
-                }
-            }
+            Requirement::Tracefs => tracefs(caps)?,
             Requirement::Bpffs => {
                 if !is_bpffs(Path::new("/sys/fs/bpf")) {
                     return Err(Error::KernelFeature {
@@ -80,6 +72,42 @@ pub fn check(reqs: &[Requirement]) -> Result<()> {
             missing: missing.join(", "),
         })
     }
+}
+
+/// tracefs must be mounted and readable: attaching a tracepoint reads its id there. Without
+/// root, tracefs is usually mode 700, which looks exactly like "not mounted" to a plain
+/// `exists()`; tell the two apart and name the capability that fixes the permission.
+fn tracefs(caps: u64) -> Result<()> {
+    let mut denied = None;
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        match std::fs::metadata(Path::new(dir).join("events")) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                denied.get_or_insert(dir);
+            }
+            Err(_) => {}
+        }
+    }
+    match denied {
+        Some(dir) => Err(Error::Privileges {
+            missing: tracefs_denied(dir, caps),
+        }),
+        None => Err(Error::KernelFeature {
+            feature: "a mounted tracefs",
+            fix: "mount it with `mount -t tracefs tracefs /sys/kernel/tracing`",
+        }),
+    }
+}
+
+fn tracefs_denied(dir: &str, caps: u64) -> String {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let fix = if has(caps, CAP_DAC_READ_SEARCH) {
+        "even with CAP_DAC_READ_SEARCH; check its mount options"
+    } else {
+        "add CAP_DAC_READ_SEARCH, or run as root"
+    };
+    format!("read access to tracefs at {dir}: permission denied for uid {uid}, {fix}")
 }
 
 fn has(caps: u64, bit: u32) -> bool {
@@ -126,5 +154,18 @@ mod tests {
         let none = parse_cap_eff("CapEff:\t0000000000000000\n").unwrap();
         assert!(!has(none, CAP_SYS_ADMIN));
         assert_eq!(parse_cap_eff("Name: x\n"), None);
+    }
+
+    #[test]
+    fn tracefs_permission_names_the_capability() {
+        let without = tracefs_denied("/sys/kernel/tracing", 1 << CAP_BPF);
+        assert!(
+            without.starts_with(
+                "read access to tracefs at /sys/kernel/tracing: permission denied for uid "
+            ) && without.ends_with("add CAP_DAC_READ_SEARCH, or run as root"),
+            "{without}"
+        );
+        let with = tracefs_denied("/sys/kernel/tracing", 1 << CAP_DAC_READ_SEARCH);
+        assert!(with.ends_with("check its mount options"), "{with}");
     }
 }

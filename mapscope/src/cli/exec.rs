@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mapscope::{
     exec::{Exec, ExecOptions, ExecTracer, Transport, event::SCHEMA_VERSION},
-    sinks::http::{HttpSink, HttpSinkConfig},
+    sinks::http::{HttpSink, HttpSinkConfig, SinkStats},
 };
 use regex::Regex;
 
@@ -75,13 +75,18 @@ struct PostArgs {
     /// Longest an event waits for its batch to fill, in milliseconds.
     #[arg(long, default_value_t = 500, requires = "post")]
     batch_ms: u64,
-    /// Events held in memory before they go to the disk spool.
+    /// Most events held in memory: waiting to be batched, or in batches the spool has not
+    /// taken yet (disk slow, full or failing). When full, reading pauses and the kernel buffer
+    /// absorbs, then counts, what does not fit.
     #[arg(long, default_value_t = 10_000, requires = "post")]
     queue: usize,
     /// Where batches wait while the web service is down (replayed in order, also after restart).
     #[arg(long, default_value = "/var/lib/mapscope/spool", requires = "post")]
     spool_dir: std::path::PathBuf,
-    /// Largest the spool may grow, in bytes; beyond it new batches are dropped and counted.
+    /// Largest the spool directory may grow, in bytes: batches waiting for delivery plus, in at
+    /// most a quarter of it, batches the service refused (`rejected/`) and unreadable ones
+    /// (`*.bad`). Beyond it new batches wait in memory (up to --queue), then are dropped and
+    /// counted.
     #[arg(long, default_value_t = 64 << 20, requires = "post")]
     spool_max_bytes: u64,
     /// Longest wait between retries of a down service, in milliseconds.
@@ -111,7 +116,6 @@ pub async fn run(cmd: ExecCommand) -> anyhow::Result<()> {
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     // --count here counts events, not reports; Schedule checks both the same way.
     Schedule::new(args.interval, args.count)?;
-    let period = Duration::from_secs_f64(args.interval);
     let name = args
         .name
         .as_deref()
@@ -129,6 +133,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
             })
         })
         .transpose()?;
+    let mut shutdown = Shutdown::install()?;
     // The sink is set up first: a malformed URL must fail before anything is attached.
     let sink = match &args.post.post {
         Some(url) => Some(
@@ -146,9 +151,50 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         None => None,
     };
     let nats = args.nats.start().await?;
-    let print = (sink.is_none() && nats.is_none()) || args.post.echo || args.nats.nats_echo;
+    let mut out = Outputs {
+        name,
+        failed: args.failed,
+        json: args.json,
+        print: (sink.is_none() && nats.is_none()) || args.post.echo || args.nats.nats_echo,
+        count: args.count,
+        shown: 0,
+        nats,
+    };
+    let mut lost = 0;
+    // Whatever ends the tracing, an error included, the sink still drains: what it took is
+    // delivered, spooled, or counted.
+    let traced = follow(&args, &mut out, sink.as_ref(), &mut shutdown, &mut lost).await;
+    if let Some(n) = out.nats.take() {
+        super::nats_args::finish(n, lost).await?;
+    }
+    if let Some(sink) = sink {
+        sink.set_lost(lost);
+        let hurry = sink.hurry_handle();
+        let finish = sink.finish();
+        tokio::pin!(finish);
+        let s = tokio::select! {
+            s = &mut finish => s,
+            () = shutdown.wait() => {
+                eprintln!("mapscope: second signal: spooling what is not delivered yet");
+                hurry.notify_one();
+                finish.await
+            }
+        }?;
+        eprintln!("mapscope: {}", summary(&s));
+    }
+    traced
+}
 
-    let mut shutdown = Shutdown::install()?;
+/// Attaches, follows events until the end (a signal, `--count`, stdout closed) and drains what
+/// the kernel already captured; `lost` is kept current for the caller's sink.
+async fn follow(
+    args: &TraceArgs,
+    out: &mut Outputs,
+    sink: Option<&HttpSink>,
+    shutdown: &mut Shutdown,
+    lost: &mut u64,
+) -> anyhow::Result<()> {
+    let period = Duration::from_secs_f64(args.interval);
     let mut tracer = ExecTracer::attach(ExecOptions {
         transport: args.transport,
         uid: args.uid,
@@ -157,19 +203,12 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     })
     .context("attaching exec tracepoints")?;
     let mut events = tracer.events(4096)?;
-    if print && !args.json {
-        println!("{}", Exec::header());
+    if out.print && !args.json && !print_line(Exec::header()) {
+        out.print = false;
     }
 
-    let mut out = Outputs {
-        name,
-        failed: args.failed,
-        json: args.json,
-        print,
-        count: args.count,
-        shown: 0,
-        nats,
-    };
+    // With a sink, a closed stdout stops printing but not the run's delivery.
+    let sinks = sink.is_some() || out.nats.is_some();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let (mut seen, mut last_lost, mut drain) = (0u64, 0u64, true);
     loop {
@@ -177,56 +216,107 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 seen += 1;
-                if out.handle(ev, sink.as_ref()).await? {
-                    drain = false;
-                    break;
+                match out.handle(ev, sink).await? {
+                    Flow::More => {}
+                    Flow::CountReached => {
+                        drain = false;
+                        break;
+                    }
+                    Flow::StdoutClosed if !sinks => {
+                        drain = false;
+                        break;
+                    }
+                    Flow::StdoutClosed => break,
                 }
             }
             _ = ticker.tick() => {
                 mapscope::exec::event::refresh_clock();
-                let lost = tracer.lost()?;
-                report_lost(lost, last_lost, period);
-                if let Some(sink) = &sink { sink.set_lost(lost); }
-                if let Some(n) = &out.nats { n.set_lost(lost); }
-                if args.json && print {
-                    println!("{}", serde_json::json!({
+                let counters = tracer.counters()?;
+                *lost = counters.lost();
+                report_lost(*lost, last_lost, period);
+                if let Some(sink) = sink { sink.set_lost(*lost); }
+                if let Some(n) = &out.nats { n.set_lost(*lost); }
+                if args.json && out.print {
+                    let stats = serde_json::json!({
                         "type": "stats", "schema": SCHEMA_VERSION, "events": seen,
-                        "lost": lost, "lost_delta": lost - last_lost,
+                        "lost": *lost, "lost_delta": *lost - last_lost,
                         "malformed": events.stats().malformed.load(std::sync::atomic::Ordering::Relaxed),
-                    }));
+                        "outside_pidns": counters.outside_pidns,
+                    });
+                    if !print_line(stats) {
+                        out.print = false;
+                        if !sinks {
+                            drain = false;
+                        }
+                        break;
+                    }
                 }
-                last_lost = lost;
+                last_lost = *lost;
             }
-            _ = shutdown.wait() => break,
+            () = shutdown.wait() => break,
         }
     }
     // Detach first (entries, then outcomes: execs in flight are finished or counted) so nothing
     // new arrives, then hand on what the kernel already captured: stopping must not throw away
-    // events sitting in the buffers or the channel.
+    // events sitting in the buffers or the channel. A second signal stops the drain.
     tracer.detach();
-    let lost = tracer.lost()?;
+    *lost = tracer.lost()?;
     drop(tracer);
     if drain {
-        while let Ok(Some(ev)) = tokio::time::timeout(DRAIN_QUIET, events.recv()).await {
-            if out.handle(ev, sink.as_ref()).await? {
-                break;
+        loop {
+            tokio::select! {
+                ev = tokio::time::timeout(DRAIN_QUIET, events.recv()) => {
+                    let Ok(Some(ev)) = ev else { break };
+                    match out.handle(ev, sink).await? {
+                        Flow::More => {}
+                        Flow::StdoutClosed if sinks => {}
+                        Flow::StdoutClosed | Flow::CountReached => break,
+                    }
+                }
+                () = shutdown.wait() => break,
             }
         }
     }
-    report_lost(lost, last_lost, period);
-    drop(events);
-    if let Some(n) = out.nats.take() {
-        super::nats_args::finish(n, lost).await?;
+    report_lost(*lost, last_lost, period);
+    Ok(())
+}
+
+/// Writes one line on stdout; false once stdout is closed (`| head` exited). Rust ignores
+/// SIGPIPE, so a closed pipe is an EPIPE error here, which ends the run instead of a panic.
+fn print_line(line: impl std::fmt::Display) -> bool {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").is_ok()
+}
+
+/// What the caller does after one event.
+enum Flow {
+    More,
+    /// `--count` events were shown.
+    CountReached,
+    /// stdout is closed: printing stops (posting goes on while the run drains).
+    StdoutClosed,
+}
+
+/// The `--post` run's last line: what happened to every event taken, by outcome.
+fn summary(s: &SinkStats) -> String {
+    let mut line = format!(
+        "posted {} events; {} spooled for later; {} dropped at the spool limit",
+        s.delivered,
+        s.spooled,
+        s.dropped.saturating_sub(s.dropped_disk_error)
+    );
+    if s.dropped_disk_error > 0 {
+        line += &format!("; {} dropped on disk errors", s.dropped_disk_error);
     }
-    if let Some(sink) = sink {
-        sink.set_lost(lost);
-        let s = sink.finish().await?;
-        eprintln!(
-            "mapscope: posted {} events; {} spooled for later; {} dropped at the spool limit; {} rejected by the service",
-            s.delivered, s.spooled, s.dropped, s.rejected
+    line += &format!("; {} rejected by the service", s.rejected);
+    if s.lost_in_crash > 0 {
+        line += &format!(
+            "; {} lost in an earlier crash (taken by a run that died before they reached the spool)",
+            s.lost_in_crash
         );
     }
-    Ok(())
+    line
 }
 
 /// How long the buffers must stay empty before shutdown stops draining them.
@@ -244,23 +334,28 @@ struct Outputs {
 }
 
 impl Outputs {
-    /// Handles one event; true once `--count` events have been shown.
-    async fn handle(&mut self, ev: Exec, sink: Option<&HttpSink>) -> anyhow::Result<bool> {
+    /// Handles one event.
+    async fn handle(&mut self, ev: Exec, sink: Option<&HttpSink>) -> anyhow::Result<Flow> {
         if self.failed && ev.ret == 0 {
-            return Ok(false);
+            return Ok(Flow::More);
         }
         if let Some(re) = &self.name
             && !re.is_match(&ev.comm)
             && !re.is_match(&ev.filename)
         {
-            return Ok(false);
+            return Ok(Flow::More);
         }
         // Serialized once, whether it goes to stdout, the sink, or both.
         let json = (self.json || sink.is_some() || self.nats.is_some()).then(|| ev.json());
+        let mut flow = Flow::More;
         if self.print {
-            match &json {
-                Some(j) if self.json => println!("{j}"),
-                _ => println!("{}", ev.line()),
+            let printed = match &json {
+                Some(j) if self.json => print_line(j),
+                _ => print_line(ev.line()),
+            };
+            if !printed {
+                self.print = false;
+                flow = Flow::StdoutClosed;
             }
         }
         if let (Some(n), Some(j)) = (&self.nats, &json) {
@@ -270,7 +365,10 @@ impl Outputs {
             sink.send(j).await?;
         }
         self.shown += 1;
-        Ok(self.count.is_some_and(|n| self.shown >= n))
+        if self.count.is_some_and(|n| self.shown >= n) {
+            flow = Flow::CountReached;
+        }
+        Ok(flow)
     }
 }
 
@@ -299,18 +397,48 @@ async fn uids(args: UidsArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(u, c)| (u.to_string(), (*c).into()))
                 .collect();
-            println!(
-                "{}",
-                serde_json::json!({"type": "uids", "schema": SCHEMA_VERSION, "counts": map})
-            );
+            let line = serde_json::json!({"type": "uids", "schema": SCHEMA_VERSION, "counts": map});
+            if !print_line(line) {
+                break;
+            }
         } else {
             let line: Vec<String> = counts.iter().map(|(u, c)| format!("ID {u}: {c}")).collect();
-            if line.is_empty() {
-                println!("(no execs yet)");
+            let line = if line.is_empty() {
+                "(no execs yet)".to_string()
             } else {
-                println!("{}", line.join("   "));
+                line.join("   ")
+            };
+            if !print_line(line) {
+                break;
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_each_outcome() {
+        let mut s = SinkStats {
+            delivered: 5,
+            spooled: 1,
+            dropped: 4,
+            rejected: 2,
+            dropped_disk_error: 0,
+            lost_in_crash: 0,
+        };
+        assert_eq!(
+            summary(&s),
+            "posted 5 events; 1 spooled for later; 4 dropped at the spool limit; 2 rejected by the service"
+        );
+        s.dropped_disk_error = 3;
+        s.lost_in_crash = 7;
+        assert_eq!(
+            summary(&s),
+            "posted 5 events; 1 spooled for later; 1 dropped at the spool limit; 3 dropped on disk errors; 2 rejected by the service; 7 lost in an earlier crash (taken by a run that died before they reached the spool)"
+        );
+    }
 }

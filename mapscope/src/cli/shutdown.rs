@@ -1,5 +1,6 @@
 //! Ctrl-C and SIGTERM as one future, so every live view stops the same way and drops (detaches)
-//! its programs on the way out.
+//! its programs on the way out. The handlers stay installed: a view that drains on the way out
+//! waits on [`Shutdown::wait`] again, so a second signal ends the drain at once.
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};

@@ -8,7 +8,7 @@ use crate::{Result, btf::Btf};
 
 /// Fills the offset fields of `cfg`; a group whose offsets are missing stays invalid, with a
 /// warning naming what is lost.
-pub fn fill(cfg: &mut ExecConfig, pidns_level: u32) {
+pub fn fill(cfg: &mut ExecConfig) {
     let path = "/sys/kernel/btf/vmlinux";
     let data = match std::fs::read(path) {
         Ok(d) => d,
@@ -50,7 +50,6 @@ pub fn fill(cfg: &mut ExecConfig, pidns_level: u32) {
             cfg.pid_level_off = level;
             cfg.pid_numbers_off = numbers;
             cfg.pidns_inum_off = inum;
-            cfg.pidns_level = pidns_level;
             cfg.pidns_offsets_valid = 1;
         }
         Err(e) => tracing::warn!("ppid outside the initial pid namespace unavailable: {e}"),

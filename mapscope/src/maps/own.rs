@@ -189,7 +189,6 @@ fn table(name: &str) -> Option<(Layout, Layout)> {
                 "pid_level_off",
                 "pid_numbers_off",
                 "pidns_inum_off",
-                "pidns_level",
                 "pidns_offsets_valid",
                 "_pad",
             ]),

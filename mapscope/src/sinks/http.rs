@@ -108,6 +108,11 @@ impl HttpSink {
         self.inner.set_lost(total);
     }
 
+    /// See [`Sink::hurry_handle`](super::pipeline::Sink::hurry_handle).
+    pub fn hurry_handle(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.inner.hurry_handle()
+    }
+
     /// Flushes: sends what it can now, leaves the rest in the spool for the next run, reports.
     pub async fn finish(self) -> Result<SinkStats> {
         self.inner.finish().await

@@ -102,6 +102,7 @@ pub struct Sink {
     state: Option<Arc<Counters>>,
     target: String,
     task: JoinHandle<SinkStats>,
+    hurry: Arc<tokio::sync::Notify>,
 }
 
 impl Sink {
@@ -241,12 +242,14 @@ impl Sink {
             },
             cfg,
         };
+        let hurry = Arc::new(tokio::sync::Notify::new());
         Ok(Self {
             tx,
             lost,
             state,
             target,
-            task: tokio::spawn(worker.run(rx, replies)),
+            task: tokio::spawn(worker.run(rx, replies, Arc::clone(&hurry))),
+            hurry,
         })
     }
 
@@ -266,6 +269,12 @@ impl Sink {
     /// Records the kernel's lost-event total, carried in every later batch.
     pub fn set_lost(&self, total: u64) {
         self.lost.store(total, Ordering::Relaxed);
+    }
+
+    /// A handle that cuts [`Sink::finish`]'s delivery grace short (a second Ctrl-C): what is
+    /// not delivered yet goes to the spool at once.
+    pub fn hurry_handle(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.hurry)
     }
 
     /// Flushes: sends what it can now, leaves the rest in the spool for the next run, reports.

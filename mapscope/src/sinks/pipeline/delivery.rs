@@ -19,6 +19,7 @@ impl<T: Transport> Worker<T> {
         mut self,
         mut rx: mpsc::Receiver<Value>,
         mut replies: Replies,
+        hurry: Arc<tokio::sync::Notify>,
     ) -> SinkStats {
         let mut inflight: Option<JoinHandle<Outcome>> = None;
         let mut open = true;
@@ -73,6 +74,7 @@ impl<T: Transport> Worker<T> {
                 _ = sleep_until(self.retry_at.unwrap_or(far)), if inflight.is_none() && self.retry_at.is_some() => {}
                 _ = sleep_until(patience.unwrap_or(far)), if patience.is_some() => {}
                 _ = sleep_until(grace_end.unwrap_or(far)), if grace_end.is_some() => {}
+                _ = hurry.notified(), if grace_end.is_some() => grace_end = Some(Instant::now()),
             }
         }
         if let Some(task) = inflight {
