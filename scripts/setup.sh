@@ -21,6 +21,7 @@ if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 # e2fsprogs/mount: tests/sinks.rs puts the spool on a loop-mounted ext4 it freezes (fsfreeze, util-linux).
 # time: GNU time measures peak RSS in scripts/bench/map-dump.sh.
 # gcc-multilib: a 32-bit program for the compat-syscall test; musl-tools (musl-gcc, musl): musl malloc.
+# nats-server: tests/nats.rs starts a JetStream server (-js, temp store) on 127.0.0.1.
 # One package per line, so that features add theirs without touching anyone else's line.
 PKGS=(
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
@@ -39,6 +40,7 @@ PKGS=(
   gcc-multilib
   musl-tools
   prometheus
+  nats-server
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAPSCOPE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // async-nats logs every reconnect attempt; the NATS sink reports trouble itself.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,async_nats=off")),
         )
         .with_writer(std::io::stderr)
         .init();
