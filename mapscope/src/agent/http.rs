@@ -36,7 +36,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
             "/api/v1/xdp/rules",
             get(list_rules).post(add_rule).delete(delete_rule),
         )
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::dashboard::routes(state))
 }
 
 /// Serves `app` on `listener` (bound before any program is attached, so a busy port fails

@@ -1,0 +1,466 @@
+//! The agent's dashboard against the running kernel: the SSE streams deliver exactly the execs
+//! and packets a test drives, a stalled client is told what it missed (and the miss is counted on
+//! /metrics) while another client still gets everything, and the page itself, loaded in headless
+//! Chromium, shows the driven numbers without a single request leaving 127.0.0.1.
+
+mod harness;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    os::fd::FromRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use harness::{BIN, NetnsPair, RX_IFACE, require_root};
+use serde_json::Value;
+
+/// One agent at a time: each test drives host-wide execs and counts them.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `mapscope agent` child with its own config, pin directory and token; stopped (SIGTERM)
+/// and its pins removed on drop, even when the test panics.
+struct Agent {
+    child: Child,
+    addr: SocketAddr,
+    config: PathBuf,
+    pin_dir: PathBuf,
+    pub token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent with XDP on the pair's receiving veth and the given extra TOML.
+    fn start(pair: &NetnsPair, tag: &str, extra: &str) -> Self {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/mapscope-test-dash-{}-{tag}",
+            std::process::id()
+        ));
+        let config = dir.path().join("agent.toml");
+        let token_file = dir.path().join("agent.token");
+        std::fs::write(
+            &config,
+            format!(
+                "pin_dir = {pin:?}\n{extra}\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {tok:?}\n\
+                 [xdp]\ninterfaces = [\"{RX_IFACE}\"]\nnetns = \"{ns}\"\n",
+                pin = pin_dir.display().to_string(),
+                tok = token_file.display().to_string(),
+                ns = pair.rx,
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["agent", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning mapscope agent");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("agent: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let mut agent = Self {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+            config,
+            pin_dir,
+            token: String::new(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("the agent never said where it listens");
+            if let Some(rest) = line.split("metrics at http://").nth(1) {
+                agent.addr = rest.split('/').next().unwrap().parse().unwrap();
+                break;
+            }
+        }
+        agent.token = std::fs::read_to_string(token_file_of(&agent.config))
+            .unwrap()
+            .trim()
+            .to_string();
+        agent
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `/metrics` value of an unlabelled sample.
+    async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Agent {
+    /// SIGTERM; asserts a clean exit within 15 s (open streams must not hold the shutdown).
+    fn stop(mut self) {
+        // SAFETY: kill on a child we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "agent exit {status}");
+    }
+}
+
+fn token_file_of(config: &Path) -> PathBuf {
+    config.with_file_name("agent.token")
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: kill on a child we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = Command::new(BIN)
+            .args(["agent", "--reset", "--config"])
+            .arg(&self.config)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// A minimal SSE client over a streaming reqwest response.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    async fn connect(url: &str) -> Self {
+        let resp = reqwest::get(url).await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next `(event, data)`, skipping keep-alive comments.
+    async fn next(&mut self) -> (String, String) {
+        loop {
+            if let Some(ev) = take_event(&mut self.buf) {
+                return ev;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.resp.chunk())
+                .await
+                .expect("no SSE data for 30 s")
+                .unwrap()
+                .expect("stream ended");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+/// Cuts the first complete event (`event:`/`data:` lines, blank line) off `buf`.
+fn take_event(buf: &mut String) -> Option<(String, String)> {
+    loop {
+        let end = buf.find("\n\n")?;
+        let frame: String = buf.drain(..end + 2).collect();
+        let (mut event, mut data) = (String::from("message"), String::new());
+        for line in frame.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            return Some((event, data));
+        }
+    }
+}
+
+/// Runs `/bin/true <marker>-<i> [pad…]` for i in 0..n, one after the other; `pads` arguments
+/// of 500 bytes make each event large (about 4 KiB of JSON at 7), so socket buffers hold few.
+fn drive_execs(marker: &str, n: usize, pads: usize) {
+    let padding = "p".repeat(500);
+    for i in 0..n {
+        let mut cmd = Command::new("/bin/true");
+        cmd.arg(format!("{marker}-{i}"));
+        cmd.args(std::iter::repeat_n(&padding, pads));
+        let st = cmd.status().unwrap();
+        assert!(st.success());
+    }
+}
+
+/// The index of a driven exec in an `exec` event, if it is one of ours.
+fn driven_index(ev: &Value, marker: &str) -> Option<usize> {
+    ev["args"][1]
+        .as_str()?
+        .strip_prefix(marker)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+/// Reads `exec` events until `n` of ours have arrived; returns their indices in arrival order
+/// and every `lagged` count seen.
+async fn collect_driven(sse: &mut Sse, marker: &str, n: usize) -> (Vec<usize>, Vec<u64>) {
+    let (mut got, mut lagged) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} driven execs arrived (last {:?}), lagged {lagged:?}",
+            got.len(),
+            got.last()
+        );
+        let (event, data) = sse.next().await;
+        if std::env::var_os("DASH_DEBUG").is_some() {
+            eprintln!("{} {event} {}", got.len(), &data[..data.len().min(120)]);
+        }
+        let v: Value = serde_json::from_str(&data).unwrap();
+        match event.as_str() {
+            "exec" => {
+                if let Some(i) = driven_index(&v, marker) {
+                    assert_eq!(v["type"], "exec");
+                    assert_eq!(v["comm"], "true", "{v}");
+                    assert_eq!(v["ret"], 0, "{v}");
+                    assert_eq!(v["uid"], 0, "{v}");
+                    assert_eq!(v["ppid"], std::process::id(), "{v}");
+                    got.push(i);
+                }
+            }
+            "lagged" => lagged.push(v["missed"].as_u64().unwrap()),
+            other => panic!("unexpected event {other}: {data}"),
+        }
+    }
+    (got, lagged)
+}
+
+fn marker(tag: &str) -> String {
+    format!("msdash{}{tag}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_stream_delivers_exactly_the_driven_execs_in_order() {
+    let _s = SERIAL.lock().await;
+    let pair = NetnsPair::new("dexec");
+    let agent = Agent::start(&pair, "exec", "[malloc]\nenabled = false\n");
+    let mut sse = Sse::connect(&agent.url("/api/v1/stream/exec")).await;
+    const N: usize = 50;
+    let m = marker("order");
+    let mm = m.clone();
+    tokio::task::spawn_blocking(move || drive_execs(&mm, N, 0))
+        .await
+        .unwrap();
+    let (got, lagged) = collect_driven(&mut sse, &m, N).await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    assert!(lagged.is_empty(), "a reading client lagged: {lagged:?}");
+    // Nothing beyond the N: the next driven exec is the one that follows.
+    let mm = m.clone();
+    tokio::task::spawn_blocking(move || {
+        Command::new("/bin/true")
+            .arg(format!("{mm}-{N}"))
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (more, _) = collect_driven(&mut sse, &m, 1).await;
+    assert_eq!(more, [N]);
+    assert_eq!(
+        agent.metric("mapscope_dashboard_lagged_events_total").await,
+        0
+    );
+    // A client still connected does not keep the agent from stopping; its stream just ends.
+    agent.stop();
+    let end = tokio::time::timeout(Duration::from_secs(10), sse.resp.chunk()).await;
+    assert!(
+        matches!(end, Ok(Ok(None)) | Ok(Err(_))),
+        "stream still open after the agent stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_stream_sends_every_family_with_the_driven_packets() {
+    let _s = SERIAL.lock().await;
+    let pair = NetnsPair::new("dstat");
+    let agent = Agent::start(&pair, "stats", "");
+    let mut sse = Sse::connect(&agent.url("/api/v1/stream/stats")).await;
+    const N: u64 = 23;
+    let frame = pair.send_udp(N as usize, 100) as u64;
+    let mut prev_time = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "stats never showed {N} packets");
+        let (event, data) = sse.next().await;
+        assert_eq!(event, "stats");
+        let v: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v["schema"], 1);
+        let t = v["time"].as_f64().unwrap();
+        assert!(t > prev_time, "snapshots go forward in time");
+        prev_time = t;
+        assert!(v["uptime_s"].as_f64().unwrap() > 0.0);
+        assert!(v["exec"]["uids"].is_object(), "{v}");
+        assert!(v["syscalls"]["syscalls"].is_array(), "{v}");
+        assert!(v["malloc"].is_null(), "malloc is off by default: {v}");
+        let iface = &v["xdp"]["interfaces"][0];
+        assert_eq!(iface["iface"], RX_IFACE);
+        let pass = &iface["array"]["XDP_PASS"];
+        if pass["packets"] == N {
+            assert_eq!(pass["bytes"], N * frame);
+            assert_eq!(iface["percpu"]["XDP_PASS"]["packets"], N);
+            assert_eq!(iface["array"]["XDP_DROP"]["packets"], 0);
+            break;
+        }
+        assert!(pass["packets"].as_u64().unwrap() < N, "{iface}");
+    }
+    // The same body the API serves, family by family.
+    let api: Value = serde_json::from_str(
+        &reqwest::get(agent.url("/api/v1/xdp"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(api["interfaces"][0]["array"]["XDP_PASS"]["packets"], N);
+}
+
+/// A TCP connection with a tiny receive buffer that asks for `path` and then reads nothing.
+fn stalled_client(addr: SocketAddr, path: &str) -> TcpStream {
+    // SAFETY: plain socket calls on a fresh fd we own; the buffer size is set before connect so
+    // the advertised window stays small.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+        let SocketAddr::V4(v4) = addr else {
+            panic!("agent on IPv6")
+        };
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&raw const sa).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    };
+    let mut s = stream;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_client_gets_lagged_while_another_gets_everything() {
+    let _s = SERIAL.lock().await;
+    let pair = NetnsPair::new("dlag");
+    let agent = Agent::start(&pair, "lag", "");
+    let url = agent.url("/api/v1/stream/exec");
+    let mut reader = Sse::connect(&url).await;
+    let mut stalled = stalled_client(agent.addr, "/api/v1/stream/exec");
+    // Let the agent subscribe the stalled connection before the burst.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Far more than a client may fall behind by (1024 events) plus what the socket buffers
+    // (4 MiB at most here) and hyper (400 KiB) hold of 4 KiB events.
+    const N: usize = 4000;
+    let m = marker("lag");
+    let mm = m.clone();
+    let burst = tokio::task::spawn_blocking(move || drive_execs(&mm, N, 7));
+    let (got, lagged) = collect_driven(&mut reader, &m, N).await;
+    burst.await.unwrap();
+    assert_eq!(got.len(), N);
+    assert!(
+        got.iter().copied().eq(0..N),
+        "the reading client missed or reordered execs"
+    );
+    assert!(lagged.is_empty(), "the reading client lagged: {lagged:?}");
+
+    // The stalled client now reads: it is told how many it missed, then the stream goes on.
+    let missed = tokio::task::spawn_blocking(move || {
+        stalled
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut text = String::new();
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the stalled client read {} bytes and no lagged event",
+                text.len()
+            );
+            let n = stalled.read(&mut buf).expect("stalled client read");
+            assert!(n > 0, "the agent closed the stalled client");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if let Some(at) = text.find("event: lagged\ndata: ") {
+                let rest = &text[at + "event: lagged\ndata: ".len()..];
+                if let Some(end) = rest.find('\n') {
+                    let v: Value = serde_json::from_str(&rest[..end]).unwrap();
+                    return v["missed"].as_u64().unwrap();
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(missed > 0);
+    let counted = agent.metric("mapscope_dashboard_lagged_events_total").await;
+    assert!(
+        counted >= missed,
+        "/metrics counts {counted} lagged events, the client was told {missed}"
+    );
+    // The reader is still served after the stall.
+    let mm = m.clone();
+    tokio::task::spawn_blocking(move || drive_execs(&format!("{mm}x"), 1, 0))
+        .await
+        .unwrap();
+    let (more, _) = collect_driven(&mut reader, &format!("{m}x"), 1).await;
+    assert_eq!(more, [0]);
+}
