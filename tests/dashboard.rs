@@ -464,3 +464,156 @@ async fn stalled_client_gets_lagged_while_another_gets_everything() {
     let (more, _) = collect_driven(&mut reader, &format!("{m}x"), 1).await;
     assert_eq!(more, [0]);
 }
+
+/// Reads stdout lines of a child on a thread, so a test can wait with a timeout.
+fn lines_of(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Kills the browser driver (and so chromium) if the test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_in_headless_chromium_shows_the_driven_execs_and_packets() {
+    let _s = SERIAL.lock().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let browser_dir = root.join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists()
+            && Path::new("/usr/bin/chromium").exists(),
+        "chromium or playwright-core missing: run scripts/setup.sh"
+    );
+    let pair = NetnsPair::new("dweb");
+    let agent = Agent::start(&pair, "web", "");
+
+    // The page and its assets come from the binary.
+    let page = reqwest::get(agent.url("/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/dashboard/uPlot.iife.min.js"), "{html}");
+    for asset in [
+        "/dashboard/uPlot.iife.min.js",
+        "/dashboard/dashboard.js",
+        "/dashboard/uPlot.LICENSE",
+    ] {
+        let r = reqwest::get(agent.url(asset)).await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+    }
+
+    const EXECS: usize = 5;
+    const PACKETS: usize = 11;
+    const RULE: &str = "10.213.9.0/24";
+    let m = marker("web");
+    let work = tempfile::tempdir().unwrap();
+    let shot = work.path().join("dashboard.png");
+    let expect = work.path().join("expect.json");
+    std::fs::write(
+        &expect,
+        serde_json::json!({
+            "marker": m, "execs": EXECS, "packets": PACKETS, "iface": RX_IFACE,
+            "token": agent.token, "rule": RULE,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut node = KillOnDrop(
+        Command::new("node")
+            .arg(browser_dir.join("dashboard.mjs"))
+            .arg(agent.url("/"))
+            .arg(&shot)
+            .arg(&expect)
+            .current_dir(&browser_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning node (run scripts/setup.sh)"),
+    );
+    let lines = lines_of(node.0.stdout.take().unwrap());
+    let ready = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the page never went live in chromium");
+    assert_eq!(ready, "ready");
+
+    let mm = m.clone();
+    tokio::task::spawn_blocking(move || drive_execs(&mm, EXECS, 0))
+        .await
+        .unwrap();
+    let frame = pair.send_udp(PACKETS, 100);
+
+    let out = tokio::task::spawn_blocking(move || lines.recv_timeout(Duration::from_secs(120)))
+        .await
+        .unwrap()
+        .expect("the browser driver failed (see its stderr above)");
+    let status = node.0.wait().unwrap();
+    assert!(status.success(), "browser driver exit {status}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+
+    // The tail, filtered by the marker, shows exactly the driven commands, newest first.
+    let rows = r["filtered"].as_array().unwrap();
+    assert_eq!(rows.len(), EXECS, "{rows:?}");
+    assert_eq!(r["exec_shown"], EXECS);
+    for (row, i) in rows.iter().zip((0..EXECS).rev()) {
+        assert_eq!(row[4], "true", "{row}");
+        assert_eq!(row[5], format!("/bin/true {m}-{i}"), "{row}");
+        assert_eq!(row[6], "0", "{row}");
+        assert_eq!(row[3], "0", "{row}");
+        assert_eq!(row[2], std::process::id().to_string(), "{row}");
+    }
+    assert_eq!(r["xdp_pass_packets"], PACKETS);
+    assert!(r["exec_total"].as_u64().unwrap() >= EXECS as u64);
+    assert!(r["uid0"].as_u64().unwrap() >= EXECS as u64);
+    assert!(r["syscall_rows"].as_u64().unwrap() > 0);
+    assert!(r["handler_rows"].as_u64().unwrap() > 0);
+    assert!(r["charts"].as_u64().unwrap() >= 3, "{}", r["charts"]);
+    let health = r["health"].to_string();
+    assert!(health.contains("jump-table slots populated"), "{health}");
+    // Firewall panel: the wrong token's 401 is shown, the right one is kept for the tab.
+    let bad = r["bad_token_error"].as_str().unwrap();
+    assert!(bad.contains("401"), "{bad}");
+    assert_eq!(r["rule_error_after_add"], "");
+    assert_eq!(r["session_token"], agent.token.as_str());
+    assert_eq!(r["rule_removed"], true);
+    let rules = reqwest::get(agent.url("/api/v1/xdp/rules"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!rules.contains("10.213.9.0"), "{rules}");
+    // Nothing left 127.0.0.1, and the page logged no errors.
+    assert_eq!(r["external"], serde_json::json!([]), "{}", r["requests"]);
+    assert!(r["requests"].as_array().unwrap().len() >= 5);
+    // The only error the page logged is the browser's note on the deliberate 401.
+    for e in r["console_errors"].as_array().unwrap() {
+        assert!(e.as_str().unwrap().contains("401"), "page error: {e}");
+    }
+
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "no screenshot");
+    let artifacts = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("dashboard.png"), png).unwrap();
+    let _ = frame;
+}
