@@ -76,13 +76,19 @@ impl Agent {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut saw_dashboard = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
                 .expect("the agent never said where it listens");
+            if line.contains("dashboard at http://") {
+                saw_dashboard = true;
+            }
             if let Some(rest) = line.split("metrics at http://").nth(1) {
                 agent.addr = rest.split('/').next().unwrap().parse().unwrap();
+            }
+            if saw_dashboard && agent.addr.port() != 0 {
                 break;
             }
         }
