@@ -359,6 +359,31 @@ async fn stats_stream_sends_every_family_with_the_driven_packets() {
     assert_eq!(api["interfaces"][0]["array"]["XDP_PASS"]["packets"], N);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_stream_names_the_fix_when_exec_is_off_and_stats_say_null() {
+    let _s = SERIAL.lock().await;
+    let pair = NetnsPair::new("doff");
+    let agent = Agent::start(&pair, "off", "[exec]\nenabled = false\n");
+    let r = reqwest::get(agent.url("/api/v1/stream/exec"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("exec is not enabled in the agent's config"),
+        "{body}"
+    );
+    let mut sse = Sse::connect(&agent.url("/api/v1/stream/stats")).await;
+    let (event, data) = sse.next().await;
+    assert_eq!(event, "stats");
+    let v: Value = serde_json::from_str(&data).unwrap();
+    assert!(
+        v["exec"].is_null() && v["exec_events_read"].is_null(),
+        "{v}"
+    );
+    assert!(v["syscalls"]["syscalls"].is_array(), "{v}");
+}
+
 /// A TCP connection with a tiny receive buffer that asks for `path` and then reads nothing.
 fn stalled_client(addr: SocketAddr, path: &str) -> TcpStream {
     // SAFETY: plain socket calls on a fresh fd we own; the buffer size is set before connect so

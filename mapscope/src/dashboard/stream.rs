@@ -162,3 +162,67 @@ pub fn stats(feed: &StatsFeed, closing: watch::Receiver<bool>) -> Response {
         s.to_string()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt as _;
+
+    use super::*;
+
+    async fn next_frame(body: &mut axum::body::BodyDataStream) -> Option<String> {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("no frame in 5 s")?;
+        Some(String::from_utf8(frame.unwrap().to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_client_that_fell_behind_is_told_how_many_it_missed_then_continues() {
+        let (tx, rx) = broadcast::channel::<u32>(2);
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        let (stop, closing) = watch::channel(false);
+        let before = lagged_events();
+        let mut body = relay(rx, closing, "n", |i| i.to_string())
+            .into_body()
+            .into_data_stream();
+        assert_eq!(
+            next_frame(&mut body).await.unwrap(),
+            "event: lagged\ndata: {\"missed\":3}\n\n"
+        );
+        assert!(lagged_events() >= before + 3);
+        assert_eq!(
+            next_frame(&mut body).await.unwrap(),
+            "event: n\ndata: 3\n\n"
+        );
+        assert_eq!(
+            next_frame(&mut body).await.unwrap(),
+            "event: n\ndata: 4\n\n"
+        );
+        tx.send(5).unwrap();
+        assert_eq!(
+            next_frame(&mut body).await.unwrap(),
+            "event: n\ndata: 5\n\n"
+        );
+        // Stopping the agent ends the stream even though the producer lives on.
+        stop.send(true).unwrap();
+        assert_eq!(next_frame(&mut body).await, None);
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_with_its_producer() {
+        let (tx, rx) = broadcast::channel::<u32>(4);
+        let (_stop, closing) = watch::channel(false);
+        let mut body = relay(rx, closing, "n", |i| i.to_string())
+            .into_body()
+            .into_data_stream();
+        tx.send(1).unwrap();
+        drop(tx);
+        assert_eq!(
+            next_frame(&mut body).await.unwrap(),
+            "event: n\ndata: 1\n\n"
+        );
+        assert_eq!(next_frame(&mut body).await, None);
+    }
+}
