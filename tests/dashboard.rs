@@ -438,17 +438,25 @@ async fn stalled_client_gets_lagged_while_another_gets_everything() {
     // Let the agent subscribe the stalled connection before the burst.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Far more than a client may fall behind by (1024 events) plus what the socket buffers
-    // (4 MiB at most here) and hyper (400 KiB) hold of 4 KiB events.
-    const N: usize = 4000;
+    // More than a client may fall behind by (1024 events) plus what the agent's send buffer
+    // (tcp_wmem max), hyper (400 KiB) and the 4 KiB receive buffer hold of ~3.5 KiB events.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let n = (1024 + (wmem_max + 500 * 1024) / 3500) * 3 / 2;
+    eprintln!("driving {n} execs (tcp_wmem max {wmem_max})");
     let m = marker("lag");
     let mm = m.clone();
-    let burst = tokio::task::spawn_blocking(move || drive_execs(&mm, N, 7));
-    let (got, lagged) = collect_driven(&mut reader, &m, N).await;
+    let burst = tokio::task::spawn_blocking(move || drive_execs(&mm, n, 7));
+    let (got, lagged) = collect_driven(&mut reader, &m, n).await;
     burst.await.unwrap();
-    assert_eq!(got.len(), N);
+    assert_eq!(got.len(), n);
     assert!(
-        got.iter().copied().eq(0..N),
+        got.iter().copied().eq(0..n),
         "the reading client missed or reordered execs"
     );
     assert!(lagged.is_empty(), "the reading client lagged: {lagged:?}");
