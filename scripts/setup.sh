@@ -22,6 +22,7 @@ if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 # time: GNU time measures peak RSS in scripts/bench/map-dump.sh.
 # gcc-multilib: a 32-bit program for the compat-syscall test; musl-tools (musl-gcc, musl): musl malloc.
 # nats-server: tests/nats.rs starts a JetStream server (-js, temp store) on 127.0.0.1.
+# chromium: tests/dashboard.rs loads the agent's page headless (driven by playwright-core, below).
 # One package per line, so that features add theirs without touching anyone else's line.
 PKGS=(
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
@@ -41,6 +42,7 @@ PKGS=(
   musl-tools
   prometheus
   nats-server
+  chromium
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -73,6 +75,20 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
   log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about a minute)"
   PATH=/usr/lib/llvm-22/bin:$PATH cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
     --no-default-features --features llvm-22 --force
+fi
+
+# --- the dashboard's browser test driver (tests/browser: playwright-core, pinned by its lock) ---
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if ! command -v npm >/dev/null; then
+  log "installing nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+BROWSER_DIR="$REPO_ROOT/tests/browser"
+# The lock copied into node_modules marks an install of exactly that lock.
+if ! cmp -s "$BROWSER_DIR/package-lock.json" "$BROWSER_DIR/node_modules/.mapscope-installed-lock"; then
+  log "installing tests/browser node modules (npm ci)"
+  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$BROWSER_DIR/package-lock.json" "$BROWSER_DIR/node_modules/.mapscope-installed-lock"
 fi
 
 # --- kernel filesystems ----------------------------------------------------------------------

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod btf;
+pub mod dashboard;
 pub mod error;
 pub mod exec;
 pub mod iface;

@@ -53,6 +53,9 @@ pub struct Families {
     pub malloc: Option<Mutex<MallocStats>>,
     /// Exec events drained from the ring (none are kept: counters are what the agent serves).
     pub exec_events: Arc<AtomicU64>,
+    /// Every drained exec event for live subscribers (the dashboard's SSE stream): a subscriber
+    /// that falls behind loses its oldest events and is told how many; the reader never waits.
+    pub exec_tx: tokio::sync::broadcast::Sender<Arc<exec::Exec>>,
     drain: Option<tokio::task::JoinHandle<()>>,
     /// Map ids of the pinned counters, to tell the agent's programs apart in bpf_stats.
     pub map_ids: Vec<u32>,
@@ -65,6 +68,9 @@ impl Drop for Families {
         }
     }
 }
+
+/// Exec events each live subscriber may fall behind by before it loses the oldest ones.
+pub const EXEC_SUBSCRIBER_BUFFER: usize = 1024;
 
 /// Lines reporting what happened to existing pins (mismatches recreated), for stderr.
 pub type PinReports = Vec<String>;
@@ -85,6 +91,7 @@ impl Families {
             syscalls: None,
             malloc: None,
             exec_events: Arc::new(AtomicU64::new(0)),
+            exec_tx: tokio::sync::broadcast::channel(EXEC_SUBSCRIBER_BUFFER).0,
             drain: None,
             map_ids: Vec::new(),
         };
@@ -103,9 +110,12 @@ impl Families {
                 ExecTracer::attach_pinned(ExecOptions::default(), Some(&d)).map_err(fam("exec"))?;
             let mut events = tracer.events(4096).map_err(fam("exec"))?;
             let count = out.exec_events.clone();
+            let tx = out.exec_tx.clone();
             out.drain = Some(tokio::spawn(async move {
-                while events.recv().await.is_some() {
+                while let Some(e) = events.recv().await {
                     count.fetch_add(1, Ordering::Relaxed);
+                    // Err only means nobody is subscribed right now.
+                    let _ = tx.send(Arc::new(e));
                 }
             }));
             out.exec = Some(Mutex::new(tracer));

@@ -42,7 +42,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
             "/api/v1/xdp/rules",
             get(list_rules).post(add_rule).delete(delete_rule),
         )
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::dashboard::routes(state))
 }
 
 /// Serves `app` on `listener` (bound before any program is attached, so a busy port fails
@@ -143,7 +144,8 @@ fn unauthorized() -> Response {
 #[serde(deny_unknown_fields)]
 struct RuleBody {
     cidr: String,
-    #[serde(default)]
+    /// `action` is accepted too (the dashboard's word for it).
+    #[serde(default, alias = "action")]
     verdict: Option<String>,
     #[serde(default)]
     dst: bool,

@@ -309,6 +309,13 @@ impl Collector for Scrape {
                 &lost,
             )?;
         }
+        counters(
+            &mut enc,
+            "mapscope_dashboard_lagged_events",
+            "Events the dashboard's stream clients missed because they fell behind",
+            None,
+            &[(vec![], crate::dashboard::stream::lagged_events())],
+        )?;
         if let Some(progs) = &r.programs {
             let label = |p: &super::families::ProgramStats| {
                 vec![("program", p.name.clone()), ("id", p.id.to_string())]

@@ -63,6 +63,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                  (xdp, exec, syscalls, malloc), health at http://{0}/healthz; Ctrl-C to stop",
             ready.listen
         );
+        eprintln!("mapscope agent: dashboard at http://{}/", ready.listen);
     })
     .await?;
     Ok(())
