@@ -38,6 +38,7 @@ PKGS=(
   time
   gcc-multilib
   musl-tools
+  xdp-tools
 )
 missing=()
 for p in "${PKGS[@]}"; do
