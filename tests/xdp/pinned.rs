@@ -377,6 +377,58 @@ fn stale_pin_directory_is_reported_with_its_cleanup_command() {
 }
 
 #[test]
+fn pins_with_another_layout_are_reported_not_reused() {
+    // An older mapscope's talkers map (shared LRU, another type): aya would silently reuse it.
+    let pair = NetnsPair::with_rx_iface("layout", "msfw-layout");
+    let _guard = attach(&pair, &[]);
+    let pin = pin_dir(&pair).join("talkers");
+    std::fs::remove_file(&pin).unwrap();
+    run(
+        BIN,
+        &[
+            "map",
+            "create",
+            pin.to_str().unwrap(),
+            "type",
+            "lru_hash",
+            "key",
+            "16",
+            "value",
+            "32",
+            "entries",
+            "16384",
+        ],
+    );
+    let out = fails(
+        &pair,
+        &["xdp", "stats", "--iface", &pair.rx_iface, "--count", "1"],
+    );
+    assert_one_line_error(
+        &out,
+        "stale mapscope XDP pins in /sys/fs/bpf/mapscope/xdp/msfw-layout: map talkers has \
+         another definition (Some(LruHash)",
+    );
+    let out = fails(
+        &pair,
+        &[
+            "xdp",
+            "block",
+            "add",
+            "10.213.0.0/16",
+            "--iface",
+            &pair.rx_iface,
+        ],
+    );
+    assert_one_line_error(
+        &out,
+        "remove them with `mapscope xdp detach --iface msfw-layout`",
+    );
+    ok(&pair, &["xdp", "detach", "--iface", &pair.rx_iface]);
+    assert!(!pin_dir(&pair).exists());
+    assert!(!pair.rx_has_xdp());
+}
+
+#[test]
 fn stats_notices_a_deleted_interface_and_exits_nonzero() {
     // Issue 14: without a pinned attachment (attached for the view's lifetime) …
     let pair = NetnsPair::with_rx_iface("gone", "msfw-gone");
