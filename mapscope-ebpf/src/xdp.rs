@@ -214,7 +214,7 @@ fn talk(src: &[u8; 16], bytes: u64) {
         last_seen_ns: now,
     };
     // BPF_ANY: a racing insert of the same source on another CPU only set that CPU's slot.
-    if XDP_TALKERS.insert(src, &rec, 0).is_err() {
+    if XDP_TALKERS.insert(src, rec, 0).is_err() {
         count_error(ERR_TALKER_INSERT);
     }
 }
