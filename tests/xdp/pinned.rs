@@ -529,3 +529,42 @@ fn busy_interface_names_the_command_for_the_mode_found() {
         }
     }
 }
+
+#[test]
+fn concurrent_rule_writers_are_serialised() {
+    // Without the lock both writers would read the same rule set, pick the same free counter ids
+    // and overwrite each other's records.
+    let pair = NetnsPair::with_rx_iface("lock", "msfw-lock");
+    let _guard = attach(&pair, &[]);
+    const WRITERS: u32 = 4;
+    const EACH: u32 = 1000;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let cidrs: Vec<String> = (0..EACH)
+                .map(|i| format!("10.213.{}.{}/32", 100 + w * 4 + i / 250, i % 250 + 1))
+                .collect();
+            let mut args = vec!["xdp", "block", "add"];
+            args.extend(cidrs.iter().map(String::as_str));
+            args.extend(["--iface", pair.rx_iface.as_str()]);
+            cli(&pair, &args).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for w in writers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = rules_json(&pair);
+    let list = rules["rules"].as_array().unwrap();
+    assert_eq!(list.len(), (WRITERS * EACH) as usize);
+    let ids: std::collections::BTreeSet<u64> =
+        list.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        ids.len(),
+        (WRITERS * EACH) as usize,
+        "rules share a counter id"
+    );
+}
