@@ -43,6 +43,7 @@ PKGS=(
   prometheus
   nats-server
   chromium
+  xdp-tools
 )
 missing=()
 for p in "${PKGS[@]}"; do

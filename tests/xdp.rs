@@ -115,7 +115,7 @@ fn refuses_to_replace_an_attached_program() {
                 );
                 assert!(fix.contains(&format!("kill {me}")), "{fix}");
             }
-            Err(e) => panic!("{mode:?}: expected XdpBusy, got {e}"),
+            Err(e) => panic!("{mode:?}: expected XdpError::Busy, got {e}"),
             Ok(_) => panic!("{mode:?}: second attach replaced the first"),
         }
     }

@@ -421,6 +421,13 @@ impl JsonView {
         (status, reports, stderr)
     }
 
+    /// SIGKILL, as an OOM kill or `kill -9` would end it; returns once it is gone.
+    pub fn kill9(mut self) {
+        // SAFETY: kill on a child we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM after a last interval has passed; asserts a clean exit and returns the reports
     /// that had not been read yet.
     pub fn stop(mut self) -> Vec<serde_json::Value> {

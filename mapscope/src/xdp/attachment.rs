@@ -306,7 +306,7 @@ pub fn detach(iface: &str) -> XdpResult<()> {
         });
     }
     let _lock = lock_dir(&dir)?;
-    remove_pins(&dir);
+    unpin_all(&dir);
     std::fs::remove_dir(&dir).map_err(|e| {
         XdpError::io(
             format!(
@@ -319,11 +319,16 @@ pub fn detach(iface: &str) -> XdpResult<()> {
 }
 
 /// Unpins what mapscope made in `dir` (and nothing else); ignores what is already gone.
-fn remove_pins(dir: &Path) {
+fn unpin_all(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(LINK_PIN));
     for d in &super::maps::DEFS {
         let _ = std::fs::remove_file(dir.join(d.pin));
     }
+}
+
+/// [`unpin_all`], then the directory itself (after a failed attach).
+fn remove_pins(dir: &Path) {
+    unpin_all(dir);
     let _ = std::fs::remove_dir(dir);
 }
 

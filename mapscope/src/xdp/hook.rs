@@ -6,6 +6,7 @@
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
 };
 
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
@@ -113,39 +114,83 @@ pub fn link_holders(link_id: u32) -> Vec<(u32, String)> {
     out
 }
 
-/// XDP attach mode as `ip -d -j link` reports it: "generic", "native", "offload" or "unknown".
-pub fn netlink_mode(iface: &str) -> &'static str {
+/// The bpffs path under `dir` (at most `depth` levels down) where link `id` is pinned.
+fn find_pin(dir: &Path, id: u32, depth: u32) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            if depth > 0
+                && let Some(p) = find_pin(&path, id, depth - 1)
+            {
+                return Some(p);
+            }
+        } else if let Ok(fd) = crate::maps::sys::obj_get(&path, 0)
+            && link_info(std::os::fd::AsFd::as_fd(&fd)).is_ok_and(|l| l.id == id)
+        {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// XDP attach mode as `ip -d -j link` reports it ("generic", "native", "offload" or
+/// "unknown"), and the attached program's id.
+pub fn netlink_mode(iface: &str) -> (&'static str, Option<u32>) {
     let out = std::process::Command::new("ip")
         .args(["-d", "-j", "link", "show", "dev", iface])
         .output();
-    let Ok(out) = out else { return "unknown" };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return "unknown";
+    let Ok(out) = out else {
+        return ("unknown", None);
     };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return ("unknown", None);
+    };
+    let xdp = &v[0]["xdp"];
+    let prog = xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
+        .map(|id| id as u32);
     // XDP_ATTACHED_DRV = 1, SKB = 2, HW = 3, MULTI = 4.
-    match v[0]["xdp"]["mode"].as_u64() {
+    let mode = match xdp["mode"].as_u64() {
         Some(1) => "native",
         Some(2) => "generic",
         Some(3) => "offload",
         _ => "unknown",
-    }
+    };
+    (mode, prog)
 }
 
 /// The error for a busy hook: mode, holders and the command that frees it.
 pub fn busy(iface: &str, ifindex: u32) -> super::XdpError {
-    let mode = netlink_mode(iface);
-    let links = xdp_links_on(ifindex);
+    let (mode, prog) = netlink_mode(iface);
+    // Interface indexes repeat across network namespaces: the link must also run the program
+    // the interface reports.
+    let links: Vec<LinkInfo> = xdp_links_on(ifindex)
+        .into_iter()
+        .filter(|l| prog.is_none_or(|p| p == l.prog_id))
+        .collect();
     let mut holders = String::new();
     let fix = if super::attachment::pin_dir(iface).exists() {
         format!("it is mapscope's own attachment: `mapscope xdp detach --iface {iface}`")
     } else if let Some(link) = links.first() {
         let pids = link_holders(link.id);
         if pids.is_empty() {
-            format!(
-                "it is bpf_link {} with no process holding it (pinned on a bpffs): remove its pin \
-                 (`bpftool link show id {}` names the program)",
-                link.id, link.id
-            )
+            match find_pin(Path::new("/sys/fs/bpf"), link.id, 4) {
+                Some(pin) => format!(
+                    "it is bpf_link {} pinned at {} with no process holding it: remove the pin \
+                     (`rm {}`; for a libxdp program `xdp-loader unload {iface} --all`)",
+                    link.id,
+                    pin.display(),
+                    pin.display()
+                ),
+                None => format!(
+                    "it is bpf_link {} with no process holding it (pinned on a bpffs): remove \
+                     its pin (`bpftool link show id {}` names the program)",
+                    link.id, link.id
+                ),
+            }
         } else {
             let list: Vec<String> = pids.iter().map(|(p, c)| format!("{p} ({c})")).collect();
             holders = format!(", bpf_link {} held by pid {}", link.id, list.join(", pid "));

@@ -136,7 +136,7 @@ pub const DEFS: [MapDef; 10] = [
     def(
         "talkers",
         MAP_TALKERS,
-        MapType::LruHash,
+        MapType::LruPerCpuHash,
         16,
         size_of::<TalkerRecord>() as u32,
         0,

@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, time::Instant};
 
-use aya::maps::{Array, HashMap, PerCpuArray};
+use aya::maps::{Array, PerCpuArray, PerCpuHashMap};
 use mapscope_common::xdp::{
     ERR_MAX, MAP_ERRORS, MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, StatsRecord, TalkerRecord,
     XDP_ACTION_MAX,
@@ -72,14 +72,14 @@ pub fn read(maps: &XdpMaps) -> XdpResult<XdpSnapshot> {
         snap.percpu[key as usize] = super::sum(per_cpu.iter());
     }
     snap.rules = rules::list_maps(maps)?;
-    let talkers: HashMap<_, [u8; 16], TalkerRecord> =
-        HashMap::try_from(maps.get(MAP_TALKERS)).map_err(XdpError::map(MAP_TALKERS))?;
+    let talkers: PerCpuHashMap<_, [u8; 16], TalkerRecord> =
+        PerCpuHashMap::try_from(maps.get(MAP_TALKERS)).map_err(XdpError::map(MAP_TALKERS))?;
     for item in talkers.iter() {
         // An entry evicted between the key walk and its lookup is simply not shown.
-        let Ok((key, rec)) = item else { continue };
+        let Ok((key, per_cpu)) = item else { continue };
         snap.talkers.push(Talker {
             addr: talker_addr(key),
-            rec,
+            rec: merge_cpus(per_cpu.iter()),
         });
     }
     let errors: PerCpuArray<_, u64> =
@@ -91,9 +91,39 @@ pub fn read(maps: &XdpMaps) -> XdpResult<XdpSnapshot> {
     Ok(snap)
 }
 
+/// One source's per-CPU talker records as one: sums, earliest first and latest last seen
+/// (CPUs that never saw the source hold zeros and are skipped).
+pub fn merge_cpus<'a>(recs: impl Iterator<Item = &'a TalkerRecord>) -> TalkerRecord {
+    recs.filter(|r| r.packets > 0)
+        .fold(None::<TalkerRecord>, |acc, r| {
+            Some(match acc {
+                None => *r,
+                Some(a) => TalkerRecord {
+                    packets: a.packets.wrapping_add(r.packets),
+                    bytes: a.bytes.wrapping_add(r.bytes),
+                    first_seen_ns: a.first_seen_ns.min(r.first_seen_ns),
+                    last_seen_ns: a.last_seen_ns.max(r.last_seen_ns),
+                },
+            })
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merges_per_cpu_talker_records() {
+        let r = |packets, first, last| TalkerRecord {
+            packets,
+            bytes: packets * 100,
+            first_seen_ns: first,
+            last_seen_ns: last,
+        };
+        let m = merge_cpus([r(2, 50, 90), r(0, 0, 0), r(3, 10, 70)].iter());
+        assert_eq!(m, r(5, 10, 90));
+    }
 
     #[test]
     fn ipv4_mapped_keys_show_as_ipv4() {
