@@ -21,6 +21,8 @@ if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 # e2fsprogs/mount: tests/sinks.rs puts the spool on a loop-mounted ext4 it freezes (fsfreeze, util-linux).
 # time: GNU time measures peak RSS in scripts/bench/map-dump.sh.
 # gcc-multilib: a 32-bit program for the compat-syscall test; musl-tools (musl-gcc, musl): musl malloc.
+# bpftrace/libbpf-tools (execsnoop, syscount)/xdp-tools: the peers scripts/bench.sh measures against;
+# linux-perf/valgrind: profiling what the benchmarks show (callgrind where the VM has no PMU).
 # One package per line, so that features add theirs without touching anyone else's line.
 PKGS=(
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
@@ -38,6 +40,11 @@ PKGS=(
   time
   gcc-multilib
   musl-tools
+  bpftrace
+  libbpf-tools
+  xdp-tools
+  linux-perf
+  valgrind
 )
 missing=()
 for p in "${PKGS[@]}"; do
