@@ -1,7 +1,7 @@
 //! `mapscope exec`: live exec events (execsnoop-like lines or JSON lines, optionally posted to a
 //! web service), and `mapscope exec uids`: execs per uid every interval (hello-map style).
 
-use std::time::Duration;
+use std::{io::Write as _, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -159,6 +159,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     }
 
     let mut out = Outputs {
+        out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
         name,
         failed: args.failed,
         json: args.json,
@@ -177,12 +178,27 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
                     drain = false;
                     break;
                 }
+                // Handle the rest of a burst, then write the lines out once, not per event.
+                let mut done = false;
+                while let Some(ev) = events.try_recv() {
+                    seen += 1;
+                    if out.handle(ev, sink.as_ref()).await? {
+                        done = true;
+                        break;
+                    }
+                }
+                out.flush()?;
+                if done {
+                    drain = false;
+                    break;
+                }
             }
             _ = ticker.tick() => {
                 let lost = tracer.lost()?;
                 report_lost(lost, last_lost, period);
                 if let Some(sink) = &sink { sink.set_lost(lost); }
                 if args.json && print {
+                    out.flush()?;
                     println!("{}", serde_json::json!({
                         "type": "stats", "schema": SCHEMA_VERSION, "events": seen,
                         "lost": lost, "lost_delta": lost - last_lost,
@@ -205,6 +221,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
             }
         }
     }
+    out.flush()?;
     report_lost(lost, last_lost, period);
     drop(events);
     if let Some(sink) = sink {
@@ -223,6 +240,9 @@ const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
 /// Filters each event, then prints it and/or queues it for the web service.
 struct Outputs {
+    /// Block-buffered stdout, flushed after each burst of events: Rust's own stdout writes
+    /// every line with its own write(2).
+    out: std::io::BufWriter<std::io::Stdout>,
     name: Option<Regex>,
     failed: bool,
     json: bool,
@@ -243,19 +263,29 @@ impl Outputs {
         {
             return Ok(false);
         }
-        // Serialized once, whether it goes to stdout, the sink, or both.
-        let json = (self.json || sink.is_some()).then(|| ev.json());
+        // Built once for the sink, and then also the line printed; printed alone, written
+        // straight from the event.
+        let value = sink.map(|_| ev.json());
         if self.print {
-            match &json {
-                Some(j) if self.json => println!("{j}"),
-                _ => println!("{}", ev.line()),
+            match &value {
+                Some(j) if self.json => serde_json::to_writer(&mut self.out, j)?,
+                None if self.json => ev.write_json(&mut self.out)?,
+                _ => write!(self.out, "{}", ev.line())?,
             }
+            self.out.write_all(b"\n")?;
         }
-        if let (Some(sink), Some(j)) = (sink, json) {
+        if let (Some(sink), Some(j)) = (sink, value) {
             sink.send(j).await?;
         }
         self.shown += 1;
         Ok(self.count.is_some_and(|n| self.shown >= n))
+    }
+}
+
+impl Outputs {
+    /// Writes out what the last burst of events printed.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush().context("writing to stdout")
     }
 }
 
