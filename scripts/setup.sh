@@ -23,6 +23,8 @@ if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 # gcc-multilib: a 32-bit program for the compat-syscall test; musl-tools (musl-gcc, musl): musl malloc.
 # nats-server: tests/nats.rs starts a JetStream server (-js, temp store) on 127.0.0.1.
 # chromium: tests/dashboard.rs loads the agent's page headless (driven by playwright-core, below).
+# bpftrace/libbpf-tools (execsnoop, syscount)/xdp-tools: the peers scripts/bench.sh measures against;
+# linux-perf/valgrind: profiling what the benchmarks show (callgrind where the VM has no PMU).
 # One package per line, so that features add theirs without touching anyone else's line.
 PKGS=(
   llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev
@@ -44,6 +46,10 @@ PKGS=(
   nats-server
   chromium
   xdp-tools
+  bpftrace
+  libbpf-tools
+  linux-perf
+  valgrind
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -109,7 +109,11 @@ struct UidsArgs {
 pub async fn run(cmd: ExecCommand) -> anyhow::Result<()> {
     match cmd.view {
         Some(ExecView::Uids(args)) => uids(args).await,
-        None => trace(cmd.trace).await,
+        // On a worker thread, like the reader task: a reader waking the consumer then stays on
+        // one thread (tokio's LIFO slot), not a futex wake of the main thread per event.
+        None => tokio::spawn(trace(cmd.trace))
+            .await
+            .context("exec trace task")?,
     }
 }
 

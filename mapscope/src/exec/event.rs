@@ -141,6 +141,29 @@ impl Exec {
         )
     }
 
+    /// Writes [`Exec::json`]'s object (same keys, same order) straight to `w`, without building
+    /// a `serde_json::Value` (one allocation per field) or going through `Display`.
+    pub fn write_json(&self, w: impl std::io::Write) -> serde_json::Result<()> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            schema: u32,
+            #[serde(flatten)]
+            exec: &'a Exec,
+            time: String,
+        }
+        serde_json::to_writer(
+            w,
+            &Line {
+                kind: "exec",
+                schema: SCHEMA_VERSION,
+                exec: self,
+                time: rfc3339(self.time_ns),
+            },
+        )
+    }
+
     /// The JSON object for JSON lines and the web service: the fields plus `type` and `schema`.
     pub fn json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({ "type": "exec", "schema": SCHEMA_VERSION });
@@ -340,6 +363,14 @@ mod tests {
         assert!(line.ends_with("/bin/true aaa..."), "{line}");
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&cols[1..6], ["true", "42", "1", "1000", "-2"]);
+    }
+
+    #[test]
+    fn write_json_is_json_to_string() {
+        let e = decode(&event(&[b"/bin/true", b"a\"b"], FLAG_PPID_UNKNOWN));
+        let mut buf = Vec::new();
+        e.write_json(&mut buf).unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), e.json().to_string());
     }
 
     #[test]

@@ -46,6 +46,12 @@ impl EventStream {
         self.rx.recv().await
     }
 
+    /// An event already waiting, without waiting: lets a consumer handle a burst, then flush
+    /// its output once.
+    pub fn try_recv(&mut self) -> Option<Exec> {
+        self.rx.try_recv().ok()
+    }
+
     /// Reader-side counters.
     pub fn stats(&self) -> &ReaderStats {
         &self.stats

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Benchmark module: what counting every syscall costs, all processes.
+
+A workload makes N getpgid() calls; each round runs it untraced, under the floor (an empty raw
+tracepoint on sys_enter, examples/bench.rs), under `mapscope syscalls`, libbpf-tools `syscount`
+and bpftrace counting by syscall id, in rotating order. Rows: the workload's rate as a fraction
+of the untraced rate, and kernel ns per syscall from kernel.bpf_stats_enabled (run_time_ns /
+run_cnt of the tracer's programs over the workload).
+Env: the contract's (MAPSCOPE, REPO, BENCH_OUT, BENCH_QUICK, BENCH_ROUNDS)."""
+import os, sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import benchlib as b
+
+e = b.env()
+b.need("syscount", "bpftrace", "bpftool", "cc")
+N = 20000 if e["quick"] else 2000000
+exe = b.compile_c(os.path.join(b.HERE, "getpgid.c"), e["tmp"])
+TRACERS = {
+    "untraced": None,
+    "floor": [e["bench"], "floor"],
+    "mapscope": [e["mapscope"], "syscalls", "--interval", "3600"],
+    "syscount": ["syscount"],
+    "bpftrace": ["bpftrace", "-e", "tracepoint:raw_syscalls:sys_enter { @[args->id] = count(); }"],
+}
+modes = list(TRACERS) if not e["quick"] else ["untraced", "floor", "mapscope", "syscount"]
+rate = {m: [] for m in modes}
+nsrun = {m: [] for m in modes}
+with b.BpfStats():
+    for r in range(e["rounds"]):
+        for mode in b.rotated(modes, r):
+            t = None
+            before_tracer = b.prog_stats()
+            if TRACERS[mode]:
+                t = b.Tracer(TRACERS[mode], "", e["tmp"], settle=0)
+                b.wait_running(before_tracer, lambda: os.getpgid(0), mode)
+            try:
+                w = b.Workload(exe, N)
+                before = b.prog_stats()
+                rate[mode].append(w.run())
+                if t:
+                    nsrun[mode].append(b.ns_per_run(before_tracer, before, b.prog_stats()))
+            finally:
+                if t:
+                    t.stop()
+med = {m: b.median(v) for m, v in rate.items()}
+kept = {m: med[m] / med["untraced"] for m in modes}
+ns = {m: b.median(nsrun[m]) for m in modes}
+rows = []
+for peer, label in [("syscount", "libbpf-tools syscount"), ("bpftrace", "bpftrace @[args->id] = count()"),
+                    ("floor", "empty raw tracepoint (floor)")]:
+    if peer in modes:
+        rows.append(b.row(f"getpgid rate kept while counting all syscalls (vs {peer})", kept["mapscope"], label,
+                          kept[peer], "× untraced", "higher",
+                          "1.0 = no slowdown" if peer != "floor" else "the cheapest hook possible: nothing beats it"))
+for peer, label in [("syscount", "libbpf-tools syscount"), ("bpftrace", "bpftrace"),
+                    ("floor", "empty raw tracepoint (floor)")]:
+    if peer in modes:
+        rows.append(b.row(f"kernel ns per syscall (bpf_stats, vs {peer})", ns["mapscope"], label, ns[peer],
+                          "ns/run", "lower",
+                          "mapscope: sc_dispatch incl. its tail call; syscount: enter + exit programs"))
+b.write(e, "syscalls", "Syscall counting overhead (mapscope syscalls vs syscount, bpftrace, floor)", rows, [
+    f"workload: {N} getpgid() calls, untraced {med['untraced'] / 1e6:.2f} M calls/s; {e['rounds']} interleaved round(s), medians",
+    "ns/run: kernel.bpf_stats_enabled=1, Σ run_time_ns of the tracer's programs ÷ run_cnt of the busiest, over the workload",
+    "all tracers count every process's syscalls, as they would by default",
+])
