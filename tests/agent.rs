@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{NetnsPair, assert_one_line_error, compile_c, driven::Driven, wait_until};
+use harness::{PinnedPair, assert_one_line_error, compile_c, driven::Driven, wait_until};
 use process::{Agent, Setup};
 use prometheus::Prometheus;
 
@@ -548,10 +548,11 @@ fn program_run_statistics_appear_only_while_the_kernel_collects_them() {
     let _on = BpfStats::set(true);
     execs_as(4216, 3);
     let m = settle(&setup, "mapscope_exec_total{uid=\"4216\"}", 3.0);
-    // All four exec programs; the execveat pair may not have run (nobody called execveat), the
-    // execve pair ran at least once per exec.
+    // All five exec programs (entry and exit of execve and execveat, and sched_process_exec);
+    // the execveat pair may not have run (nobody called execveat), the others ran at least once
+    // per exec.
     let runs = exec_runs(&m);
-    assert_eq!(runs.len(), 4, "{m}");
+    assert_eq!(runs.len(), 5, "{m}");
     let ran = |name: &str| -> f64 {
         let prefix = format!("mapscope_program_runs_total{{program=\"{name}\"");
         let line = m.lines().find(|l| l.starts_with(&prefix));
@@ -560,6 +561,7 @@ fn program_run_statistics_appear_only_while_the_kernel_collects_them() {
     };
     assert!(ran("exec_enter") >= 3.0, "{m}");
     assert!(ran("exec_exit") >= 3.0, "{m}");
+    assert!(ran("exec_done") >= 3.0, "{m}");
     assert!(
         m.contains("mapscope_program_run_seconds_total{program=\"exec"),
         "{m}"
@@ -629,39 +631,4 @@ fn the_systemd_units_capabilities_are_enough_for_every_family() {
     );
     let (status, rest) = agent.stop();
     assert!(status.success(), "exit {status}: {rest}");
-}
-
-/// A test veth pair whose receiving end has a host-unique name (a pinned XDP attachment's
-/// directory is named after its interface, and tests run in parallel), with that attachment
-/// removed when the test ends, however it ends: the agent leaves it in place on purpose.
-struct PinnedPair(NetnsPair);
-
-impl PinnedPair {
-    fn new(tag: &str, rx_iface: &str) -> Self {
-        let pair = Self(NetnsPair::with_rx_iface(tag, rx_iface));
-        pair.remove_pins();
-        pair
-    }
-
-    fn pin_dir(&self) -> PathBuf {
-        mapscope::xdp::attachment::pin_dir(&self.0.rx_iface)
-    }
-
-    fn remove_pins(&self) {
-        let _ = std::fs::remove_dir_all(self.pin_dir());
-    }
-}
-
-impl std::ops::Deref for PinnedPair {
-    type Target = NetnsPair;
-
-    fn deref(&self) -> &NetnsPair {
-        &self.0
-    }
-}
-
-impl Drop for PinnedPair {
-    fn drop(&mut self) {
-        self.remove_pins();
-    }
 }

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{BIN, NetnsPair, RX_IFACE, require_root};
+use harness::{BIN, NetnsPair, PinnedPair, require_root};
 use serde_json::Value;
 
 /// One agent at a time: each test drives host-wide execs and counts them.
@@ -46,7 +46,8 @@ impl Agent {
             &config,
             format!(
                 "pin_dir = {pin:?}\n{extra}\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {tok:?}\n\
-                 [xdp]\ninterfaces = [\"{RX_IFACE}\"]\nnetns = \"{ns}\"\n",
+                 [xdp]\ninterfaces = [\"{rx}\"]\nnetns = \"{ns}\"\n",
+                rx = pair.rx_iface,
                 pin = pin_dir.display().to_string(),
                 tok = token_file.display().to_string(),
                 ns = pair.rx,
@@ -275,7 +276,7 @@ fn marker(tag: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_stream_delivers_exactly_the_driven_execs_in_order() {
     let _s = SERIAL.lock().await;
-    let pair = NetnsPair::new("dexec");
+    let pair = PinnedPair::new("dexec", "ms-dexec");
     let agent = Agent::start(&pair, "exec", "[malloc]\nenabled = false\n");
     let mut sse = Sse::connect(&agent.url("/api/v1/stream/exec")).await;
     const N: usize = 50;
@@ -315,7 +316,7 @@ async fn exec_stream_delivers_exactly_the_driven_execs_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_stream_sends_every_family_with_the_driven_packets() {
     let _s = SERIAL.lock().await;
-    let pair = NetnsPair::new("dstat");
+    let pair = PinnedPair::new("dstat", "ms-dstat");
     let agent = Agent::start(&pair, "stats", "");
     let mut sse = Sse::connect(&agent.url("/api/v1/stream/stats")).await;
     const N: u64 = 23;
@@ -336,7 +337,7 @@ async fn stats_stream_sends_every_family_with_the_driven_packets() {
         assert!(v["syscalls"]["syscalls"].is_array(), "{v}");
         assert!(v["malloc"].is_null(), "malloc is off by default: {v}");
         let iface = &v["xdp"]["interfaces"][0];
-        assert_eq!(iface["iface"], RX_IFACE);
+        assert_eq!(iface["iface"], pair.rx_iface.as_str());
         let pass = &iface["array"]["XDP_PASS"];
         if pass["packets"] == N {
             assert_eq!(pass["bytes"], N * frame);
@@ -362,7 +363,7 @@ async fn stats_stream_sends_every_family_with_the_driven_packets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_stream_names_the_fix_when_exec_is_off_and_stats_say_null() {
     let _s = SERIAL.lock().await;
-    let pair = NetnsPair::new("doff");
+    let pair = PinnedPair::new("doff", "ms-doff");
     let agent = Agent::start(&pair, "off", "[exec]\nenabled = false\n");
     let r = reqwest::get(agent.url("/api/v1/stream/exec"))
         .await
@@ -430,7 +431,7 @@ fn stalled_client(addr: SocketAddr, path: &str) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_client_gets_lagged_while_another_gets_everything() {
     let _s = SERIAL.lock().await;
-    let pair = NetnsPair::new("dlag");
+    let pair = PinnedPair::new("dlag", "ms-dlag");
     let agent = Agent::start(&pair, "lag", "");
     let url = agent.url("/api/v1/stream/exec");
     let mut reader = Sse::connect(&url).await;
@@ -537,7 +538,7 @@ async fn page_in_headless_chromium_shows_the_driven_execs_and_packets() {
             && Path::new("/usr/bin/chromium").exists(),
         "chromium or playwright-core missing: run scripts/setup.sh"
     );
-    let pair = NetnsPair::new("dweb");
+    let pair = PinnedPair::new("dweb", "ms-dweb");
     let agent = Agent::start(&pair, "web", "");
 
     // The page and its assets come from the binary.
@@ -570,7 +571,7 @@ async fn page_in_headless_chromium_shows_the_driven_execs_and_packets() {
     std::fs::write(
         &expect,
         serde_json::json!({
-            "marker": m, "execs": EXECS, "packets": PACKETS, "iface": RX_IFACE,
+            "marker": m, "execs": EXECS, "packets": PACKETS, "iface": pair.rx_iface,
             "token": agent.token, "rule": RULE,
         })
         .to_string(),

@@ -34,17 +34,19 @@ pub enum AgentError {
     #[error(transparent)]
     Token(#[from] token::TokenError),
     #[error(
-        "cannot listen on {addr}: {source}; pick another http.listen or stop what uses the port"
+        "cannot listen on {addr}: {cause}; pick another http.listen or stop what uses the port"
     )]
     Listen {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        /// Shown inline (before the fix), so not a `#[source]`: the chain would repeat it.
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Start(#[from] families::StartError),
+    #[error("sinks.nats")]
+    Sink(#[source] crate::Error),
     #[error("serving HTTP: {0}")]
-    Serve(#[source] std::io::Error),
+    Serve(std::io::Error),
 }
 
 /// Checks what parsing cannot: the XDP interfaces exist (in `xdp.netns` when set) and a default
@@ -139,8 +141,11 @@ pub async fn run(
         started: Instant::now(),
     });
     let served = http::serve(listener, http::router(state.clone()), shutdown).await;
-    // Detach every program (the last reference once the server is gone); pins stay.
-    drop(state);
+    // Flush the sinks, then detach every program (the last reference once the server is gone);
+    // pins stay. A handler still holding the state (it should not) only costs the flush.
+    if let Ok(mut s) = Arc::try_unwrap(state) {
+        s.families.stop().await;
+    }
     drop(lock);
     served.map_err(AgentError::Serve)
 }
@@ -160,11 +165,21 @@ async fn start(
     let token = token::load_or_create(&cfg.http.token_file)?;
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
-        .map_err(|source| AgentError::Listen {
+        .map_err(|cause| AgentError::Listen {
             addr: cfg.http.listen,
-            source,
+            cause,
         })?;
-    let (families, pin_reports) = families::Families::start(cfg)?;
+    // The sink first: a malformed URL, refused credentials or a stream that does not cover our
+    // subjects fail the start before anything is attached (unreachable only warns and spools).
+    let nats = match &cfg.sinks.nats {
+        Some(c) => Some(
+            crate::sinks::nats::NatsSink::start(c.clone())
+                .await
+                .map_err(AgentError::Sink)?,
+        ),
+        None => None,
+    };
+    let (families, pin_reports) = families::Families::start(cfg, nats)?;
     Ok((token, listener, families, pin_reports))
 }
 

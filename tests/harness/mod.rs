@@ -447,3 +447,38 @@ impl JsonView {
             .collect()
     }
 }
+
+/// A test veth pair whose receiving end has a host-unique name (a pinned XDP attachment's
+/// directory is named after its interface, and tests run in parallel), with that attachment
+/// removed when the test ends, however it ends: the agent leaves it in place on purpose.
+pub struct PinnedPair(NetnsPair);
+
+impl PinnedPair {
+    pub fn new(tag: &str, rx_iface: &str) -> Self {
+        let pair = Self(NetnsPair::with_rx_iface(tag, rx_iface));
+        pair.remove_pins();
+        pair
+    }
+
+    pub fn pin_dir(&self) -> std::path::PathBuf {
+        mapscope::xdp::attachment::pin_dir(&self.0.rx_iface)
+    }
+
+    pub fn remove_pins(&self) {
+        let _ = std::fs::remove_dir_all(self.pin_dir());
+    }
+}
+
+impl std::ops::Deref for PinnedPair {
+    type Target = NetnsPair;
+
+    fn deref(&self) -> &NetnsPair {
+        &self.0
+    }
+}
+
+impl Drop for PinnedPair {
+    fn drop(&mut self) {
+        self.remove_pins();
+    }
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::xdp::Cidr;
+use crate::sinks::nats::config::{NatsConfig, Secret};
 use crate::xdp::AttachMode;
 
 /// Where the agent looks for its config when `--config` is not given.
@@ -49,6 +50,7 @@ struct Raw {
     exec: RawFamily,
     syscalls: RawFamily,
     malloc: RawFamily,
+    sinks: Sinks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +107,34 @@ pub struct Config {
     pub exec: Family,
     pub syscalls: Family,
     pub malloc: Family,
+    pub sinks: Sinks,
+}
+
+/// `[sinks.*]`: where the agent streams exec events besides its own API (none by default).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sinks {
+    /// `[sinks.nats]`: NATS JetStream, exactly once per event (see docs/fleet.md).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
+    pub nats: Option<NatsConfig>,
+}
+
+/// `--check-config` prints the effective config: never its credentials.
+fn redacted<S: serde::Serializer>(cfg: &Option<NatsConfig>, s: S) -> Result<S::Ok, S::Error> {
+    let hidden = cfg.clone().map(|mut c| {
+        c.url = crate::sinks::nats::servers(&c.url)
+            .map(|v| crate::sinks::nats::shown(&v))
+            .unwrap_or_default();
+        let star = |o: &mut Option<Secret>| {
+            if o.is_some() {
+                *o = Some(Secret("***".to_string()));
+            }
+        };
+        star(&mut c.token);
+        star(&mut c.password);
+        c
+    });
+    hidden.serialize(s)
 }
 
 /// `[http]`.
@@ -285,6 +315,16 @@ impl Config {
             // A uprobe on every malloc of every process: about a microsecond per call.
             malloc: Family {
                 enabled: raw.malloc.enabled.unwrap_or(false),
+            },
+            sinks: {
+                if let Some(n) = &raw.sinks.nats {
+                    n.check().map_err(|e| ConfigError {
+                        file: file.map(Path::to_path_buf).unwrap_or_default(),
+                        line: text.find("[sinks.nats]").map(|at| line_of(text, at)),
+                        message: format!("sinks.nats: {e}"),
+                    })?;
+                }
+                raw.sinks
             },
         })
     }

@@ -1,6 +1,7 @@
 //! Starting every enabled family once, with its counter maps pinned, and reading all of them at
 //! one instant through each family's own snapshot (the one path from a map to a number).
 
+use crate::sinks::nats::NatsSink;
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -24,13 +25,14 @@ use crate::{
 /// Why a family did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{family}: {source}")]
+    // The source is printed by the chain (anyhow's `{:#}`, `error::one_line`), not here too.
+    #[error("{family}")]
     Family {
         family: &'static str,
         #[source]
         source: crate::Error,
     },
-    #[error("xdp: {0}")]
+    #[error("xdp")]
     Xdp(#[from] super::xdp::SeamError),
     #[error(transparent)]
     Pins(#[from] pins::PinError),
@@ -57,8 +59,20 @@ pub struct Families {
     /// that falls behind loses its oldest events and is told how many; the reader never waits.
     pub exec_tx: tokio::sync::broadcast::Sender<Arc<exec::Exec>>,
     drain: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the exec drain to stop reading and flush its sinks ([`Families::stop`]).
+    drain_stop: Arc<tokio::sync::Notify>,
     /// Map ids of the pinned counters, to tell the agent's programs apart in bpf_stats.
     pub map_ids: Vec<u32>,
+}
+
+impl Families {
+    /// Stops reading exec events and flushes the sinks (what they could not deliver is spooled).
+    pub async fn stop(&mut self) {
+        self.drain_stop.notify_one();
+        if let Some(d) = self.drain.take() {
+            let _ = d.await;
+        }
+    }
 }
 
 impl Drop for Families {
@@ -77,7 +91,7 @@ pub type PinReports = Vec<String>;
 
 impl Families {
     /// Starts the enabled families (inside a tokio runtime: exec's reader needs it).
-    pub fn start(cfg: &Config) -> Result<(Self, PinReports), StartError> {
+    pub fn start(cfg: &Config, nats: Option<NatsSink>) -> Result<(Self, PinReports), StartError> {
         let mut reports = Vec::new();
         let mut dir = |family: Family, maps: &[&str]| -> Result<PathBuf, StartError> {
             let (d, r) = pins::prepare(&cfg.pin_dir, family, maps)?;
@@ -93,6 +107,7 @@ impl Families {
             exec_events: Arc::new(AtomicU64::new(0)),
             exec_tx: tokio::sync::broadcast::channel(EXEC_SUBSCRIBER_BUFFER).0,
             drain: None,
+            drain_stop: Arc::new(tokio::sync::Notify::new()),
             map_ids: Vec::new(),
         };
         // XDP first: it pins nothing, so if its interfaces are wrong nothing is left behind.
@@ -111,11 +126,33 @@ impl Families {
             let mut events = tracer.events(4096).map_err(fam("exec"))?;
             let count = out.exec_events.clone();
             let tx = out.exec_tx.clone();
+            let stop = out.drain_stop.clone();
             out.drain = Some(tokio::spawn(async move {
-                while let Some(e) = events.recv().await {
+                loop {
+                    let e = tokio::select! {
+                        e = events.recv() => e,
+                        () = stop.notified() => None,
+                    };
+                    let Some(e) = e else { break };
                     count.fetch_add(1, Ordering::Relaxed);
+                    if let Some(sink) = &nats
+                        && let Err(err) = sink.send(e.json()).await
+                    {
+                        tracing::warn!("nats sink: {}", crate::error::one_line(&err));
+                    }
                     // Err only means nobody is subscribed right now.
                     let _ = tx.send(Arc::new(e));
+                }
+                if let Some(sink) = nats {
+                    match sink.finish().await {
+                        Ok(s) => eprintln!(
+                            "mapscope agent: published {} exec events to NATS; {} spooled for later; {} dropped at the spool limit; {} rejected by the server",
+                            s.delivered, s.spooled, s.dropped, s.rejected
+                        ),
+                        Err(e) => {
+                            eprintln!("mapscope agent: nats sink: {}", crate::error::one_line(&e))
+                        }
+                    }
                 }
             }));
             out.exec = Some(Mutex::new(tracer));
