@@ -22,29 +22,8 @@ TRACERS = {
     "execsnoop": ["execsnoop"],
 }
 modes = list(TRACERS)
-rate = {m: [] for m in modes}
-nsrun = {m: [] for m in modes}
 true = lambda: subprocess.run(["/bin/true"])
-with b.BpfStats():
-    for r in range(e["rounds"]):
-        for mode in b.rotated(modes, r):
-            t = None
-            before_tracer = b.prog_stats()
-            if TRACERS[mode]:
-                t = b.Tracer(TRACERS[mode], "", e["tmp"], stdout=os.devnull, settle=0)
-                b.wait_running(before_tracer, true, mode)
-            try:
-                w = b.Workload(exe, N)
-                before = b.prog_stats()
-                rate[mode].append(w.run())
-                if t:
-                    nsrun[mode].append(b.ns_per_run(before_tracer, before, b.prog_stats()))
-            finally:
-                if t:
-                    t.stop()
-med = {m: b.median(v) for m, v in rate.items()}
-kept = {m: med[m] / med["untraced"] for m in modes}
-ns = {m: b.median(nsrun[m]) for m in modes}
+kept, ns, med = b.tracing_overhead(e, TRACERS, modes, exe, N, true, stdout=os.devnull)
 rows = []
 for m in ["ring", "perf"]:
     rows.append(b.row(f"exec rate kept while tracing execs, mapscope exec --json --transport {m}", kept[m],

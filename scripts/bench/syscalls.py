@@ -24,28 +24,7 @@ TRACERS = {
     "bpftrace": ["bpftrace", "-e", "tracepoint:raw_syscalls:sys_enter { @[args->id] = count(); }"],
 }
 modes = list(TRACERS) if not e["quick"] else ["untraced", "floor", "mapscope", "syscount"]
-rate = {m: [] for m in modes}
-nsrun = {m: [] for m in modes}
-with b.BpfStats():
-    for r in range(e["rounds"]):
-        for mode in b.rotated(modes, r):
-            t = None
-            before_tracer = b.prog_stats()
-            if TRACERS[mode]:
-                t = b.Tracer(TRACERS[mode], "", e["tmp"], settle=0)
-                b.wait_running(before_tracer, lambda: os.getpgid(0), mode)
-            try:
-                w = b.Workload(exe, N)
-                before = b.prog_stats()
-                rate[mode].append(w.run())
-                if t:
-                    nsrun[mode].append(b.ns_per_run(before_tracer, before, b.prog_stats()))
-            finally:
-                if t:
-                    t.stop()
-med = {m: b.median(v) for m, v in rate.items()}
-kept = {m: med[m] / med["untraced"] for m in modes}
-ns = {m: b.median(nsrun[m]) for m in modes}
+kept, ns, med = b.tracing_overhead(e, TRACERS, modes, exe, N, lambda: os.getpgid(0))
 rows = []
 for peer, label in [("syscount", "libbpf-tools syscount"), ("bpftrace", "bpftrace @[args->id] = count()"),
                     ("floor", "empty raw tracepoint (floor)")]:

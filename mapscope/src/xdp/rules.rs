@@ -232,14 +232,19 @@ pub fn list_maps(maps: &XdpMaps) -> XdpResult<Vec<RuleEntry>> {
     Ok(out)
 }
 
+/// The rules keyed by what identifies one in the kernel: prefix and direction.
+fn by_key(entries: &[RuleEntry]) -> BTreeMap<(Cidr, Direction), Rule> {
+    entries
+        .iter()
+        .map(|e| ((e.rule.cidr, e.rule.dir), e.rule))
+        .collect()
+}
+
 /// Adds `rules` (an existing rule with the same prefix and direction gets the new verdict).
 pub fn add(att: &mut Attachment, rules: &[Rule]) -> XdpResult<()> {
     let _lock = att.lock()?;
     let old = list(att)?;
-    let mut new: BTreeMap<(Cidr, Direction), Rule> = old
-        .iter()
-        .map(|e| ((e.rule.cidr, e.rule.dir), e.rule))
-        .collect();
+    let mut new = by_key(&old);
     for r in rules {
         new.insert((r.cidr, r.dir), *r);
     }
@@ -255,10 +260,7 @@ pub fn del(
 ) -> XdpResult<()> {
     let _lock = att.lock()?;
     let old = list(att)?;
-    let mut new: BTreeMap<(Cidr, Direction), Rule> = old
-        .iter()
-        .map(|e| ((e.rule.cidr, e.rule.dir), e.rule))
-        .collect();
+    let mut new = by_key(&old);
     for c in cidrs {
         match new.remove(&(*c, dir)) {
             Some(r) if r.verdict == verdict => {}

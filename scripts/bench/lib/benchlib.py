@@ -182,3 +182,33 @@ def wait_cpu_quiet(tracer, quiet=1.0, timeout=60):
         elif time.monotonic() - since >= quiet:
             break
     return last
+
+
+def tracing_overhead(e, tracers, modes, exe, n, trigger, **tracer_kw):
+    """Runs workload `exe` (n operations) untraced and under each tracer, rounds in rotating
+    order, with kernel.bpf_stats_enabled on. Returns (rate kept vs "untraced", kernel ns/run,
+    rate in operations/s), each a dict of medians by mode. `trigger` makes the tracer's programs
+    run once, to tell when it is attached."""
+    rate = {m: [] for m in modes}
+    nsrun = {m: [] for m in modes}
+    with BpfStats():
+        for r in range(e["rounds"]):
+            for mode in rotated(modes, r):
+                t = None
+                before_tracer = prog_stats()
+                if tracers[mode]:
+                    t = Tracer(tracers[mode], "", e["tmp"], settle=0, **tracer_kw)
+                    wait_running(before_tracer, trigger, mode)
+                try:
+                    w = Workload(exe, n)
+                    before = prog_stats()
+                    rate[mode].append(w.run())
+                    if t:
+                        nsrun[mode].append(ns_per_run(before_tracer, before, prog_stats()))
+                finally:
+                    if t:
+                        t.stop()
+    med = {m: median(v) for m, v in rate.items()}
+    kept = {m: med[m] / med["untraced"] for m in modes}
+    ns = {m: median(nsrun[m]) for m in modes}
+    return kept, ns, med
