@@ -753,6 +753,32 @@ async fn the_agent_streams_exec_events_into_jetstream() {
         }
         sleep(Duration::from_millis(50)).await;
     }
+    // /metrics counts what the sink delivered, live (every exec of the host goes out, not only
+    // ours, so at least ours).
+    let metrics_url = said
+        .last()
+        .and_then(|l| l.split("metrics at ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    assert!(sample("mapscope_sink_events_total{sink=\"nats\",outcome=\"delivered\"}") >= 12.0);
+    assert_eq!(
+        sample("mapscope_sink_events_total{sink=\"nats\",outcome=\"dropped\"}"),
+        0.0
+    );
     // SAFETY: kill on our own child.
     unsafe { libc::kill(agent.id().unwrap() as i32, libc::SIGTERM) };
     assert!(agent.wait().await.unwrap().success());

@@ -1,7 +1,7 @@
 //! Starting every enabled family once, with its counter maps pinned, and reading all of them at
 //! one instant through each family's own snapshot (the one path from a map to a number).
 
-use crate::sinks::nats::NatsSink;
+use crate::sinks::{nats::NatsSink, pipeline::LiveStats};
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -63,6 +63,8 @@ pub struct Families {
     drain_stop: Arc<tokio::sync::Notify>,
     /// Map ids of the pinned counters, to tell the agent's programs apart in bpf_stats.
     pub map_ids: Vec<u32>,
+    /// Each configured sink's running delivery totals, by sink name.
+    pub sinks: Vec<(&'static str, Arc<LiveStats>)>,
 }
 
 impl Families {
@@ -109,6 +111,7 @@ impl Families {
             drain: None,
             drain_stop: Arc::new(tokio::sync::Notify::new()),
             map_ids: Vec::new(),
+            sinks: Vec::new(),
         };
         // XDP first: it pins nothing, so if its interfaces are wrong nothing is left behind.
         if cfg.xdp.enabled {
@@ -118,6 +121,9 @@ impl Families {
                 cfg.xdp.mode.into(),
                 &cfg.xdp.drop,
             )?);
+        }
+        if let Some(n) = &nats {
+            out.sinks.push(("nats", n.live()));
         }
         if cfg.exec.enabled {
             let d = dir(Family::Exec, &exec::PINNED_MAPS)?;
@@ -202,6 +208,7 @@ impl Families {
                 .as_ref()
                 .and_then(|m| take("malloc", lock(m).snapshot())),
             programs: program_stats(&self.map_ids),
+            sinks: self.sinks.iter().map(|(n, l)| (*n, l.read())).collect(),
         }
     }
 }
@@ -225,6 +232,8 @@ pub struct Readings {
     pub malloc: Option<malloc::Snapshot>,
     /// Per-program run statistics, when `kernel.bpf_stats_enabled` is 1.
     pub programs: Option<Vec<ProgramStats>>,
+    /// Each sink's (delivered, dropped, rejected) events so far.
+    pub sinks: Vec<(&'static str, (u64, u64, u64))>,
 }
 
 /// One of the agent's programs as the kernel's run statistics see it.

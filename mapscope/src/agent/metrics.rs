@@ -316,6 +316,28 @@ impl Collector for Scrape {
             None,
             &[(vec![], crate::dashboard::stream::lagged_events())],
         )?;
+        if !r.sinks.is_empty() {
+            let mut rows = Vec::new();
+            for (sink, (delivered, dropped, rejected)) in &r.sinks {
+                for (outcome, n) in [
+                    ("delivered", delivered),
+                    ("dropped", dropped),
+                    ("rejected", rejected),
+                ] {
+                    rows.push((
+                        vec![("sink", sink.to_string()), ("outcome", outcome.to_string())],
+                        *n,
+                    ));
+                }
+            }
+            counters(
+                &mut enc,
+                "mapscope_sink_events",
+                "Events a sink delivered, dropped (spool limit or disk) or had rejected, since the agent started",
+                None,
+                &rows,
+            )?;
+        }
         if let Some(progs) = &r.programs {
             let label = |p: &super::families::ProgramStats| {
                 vec![("program", p.name.clone()), ("id", p.id.to_string())]

@@ -93,6 +93,19 @@ pub fn stats_json(s: &AgentState) -> serde_json::Value {
         "malloc": body(api::malloc(f)),
         "exec_events_read": f.exec.as_ref().map(|_| f.exec_events.load(Ordering::Relaxed)),
         "dashboard": { "lagged_events": lagged_events() },
+        "sinks": f
+            .sinks
+            .iter()
+            .map(|(name, live)| {
+                let (delivered, dropped, rejected) = live.read();
+                (
+                    name.to_string(),
+                    serde_json::json!({
+                        "delivered": delivered, "dropped": dropped, "rejected": rejected,
+                    }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 

@@ -168,6 +168,11 @@ impl NatsSink {
         self.inner.set_lost(total);
     }
 
+    /// The running delivery totals (the agent's `/metrics`).
+    pub fn live(&self) -> Arc<crate::sinks::pipeline::LiveStats> {
+        self.inner.live()
+    }
+
     /// Flushes: publishes what it can now, leaves the rest in the spool for the next run.
     pub async fn finish(self) -> Result<SinkStats> {
         self.inner.finish().await

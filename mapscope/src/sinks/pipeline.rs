@@ -87,6 +87,26 @@ pub struct SinkStats {
     pub lost_in_crash: u64,
 }
 
+/// The sink's running totals, readable while it runs (the agent's `/metrics`); the same
+/// numbers [`SinkStats`] reports at the end.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    pub delivered: AtomicU64,
+    pub dropped: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+impl LiveStats {
+    /// The totals now: (delivered, dropped, rejected).
+    pub fn read(&self) -> (u64, u64, u64) {
+        (
+            self.delivered.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Where the sink's messages go (stderr, or a test's collector).
 pub type Reporter = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -103,6 +123,7 @@ pub struct Sink {
     target: String,
     task: JoinHandle<SinkStats>,
     hurry: Arc<tokio::sync::Notify>,
+    live: Arc<LiveStats>,
 }
 
 impl Sink {
@@ -240,8 +261,10 @@ impl Sink {
                 lost_in_crash,
                 ..SinkStats::default()
             },
+            live: Arc::new(LiveStats::default()),
             cfg,
         };
+        let live = Arc::clone(&worker.live);
         let hurry = Arc::new(tokio::sync::Notify::new());
         Ok(Self {
             tx,
@@ -250,6 +273,7 @@ impl Sink {
             target,
             task: tokio::spawn(worker.run(rx, replies, Arc::clone(&hurry))),
             hurry,
+            live,
         })
     }
 
@@ -275,6 +299,11 @@ impl Sink {
     /// not delivered yet goes to the spool at once.
     pub fn hurry_handle(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.hurry)
+    }
+
+    /// The running totals, for exporters.
+    pub fn live(&self) -> Arc<LiveStats> {
+        Arc::clone(&self.live)
     }
 
     /// Flushes: sends what it can now, leaves the rest in the spool for the next run, reports.
@@ -396,6 +425,8 @@ struct Worker<T> {
     disk_trouble: Option<String>,
     split_told: bool,
     stats: SinkStats,
+    /// `stats`' counters, mirrored for readers while the sink runs.
+    live: Arc<LiveStats>,
 }
 
 mod delivery;

@@ -100,8 +100,8 @@ function renderHealth(s) {
   }
   if (s.exec_events_read != null) rows.push(row(["exec", "events read", fmt(s.exec_events_read)], 2));
   for (const [name, sink] of Object.entries(s.sinks || {})) {
-    rows.push(row(["sink " + name, "queued / spooled / dropped",
-      `${fmt(sink.queued)} / ${fmt(sink.spooled)} / ${fmt(sink.dropped)}`], 2));
+    rows.push(row(["sink " + name, "delivered / dropped / rejected",
+      `${fmt(sink.delivered)} / ${fmt(sink.dropped)} / ${fmt(sink.rejected)}`], 2));
   }
   fill("health-rows", rows);
 }

@@ -210,6 +210,9 @@ impl<T: Transport> Worker<T> {
     fn drop_at(&mut self, i: usize, why: &str, disk_error: bool) {
         let q = self.remove_at(i);
         self.stats.dropped += q.events as u64;
+        self.live
+            .dropped
+            .fetch_add(q.events as u64, std::sync::atomic::Ordering::Relaxed);
         if disk_error {
             self.stats.dropped_disk_error += q.events as u64;
         }
@@ -331,6 +334,9 @@ impl<T: Transport> Worker<T> {
                 self.recovered();
                 let q = self.remove_at(0);
                 self.stats.delivered += q.events as u64;
+                self.live
+                    .delivered
+                    .fetch_add(q.events as u64, std::sync::atomic::Ordering::Relaxed);
                 if q.disk != Where::Memory {
                     self.send_disk(Command::Remove { seq: q.seq });
                 }
@@ -374,6 +380,9 @@ impl<T: Transport> Worker<T> {
     fn refuse_head(&mut self, why: String) {
         let q = self.remove_at(0);
         self.stats.rejected += q.events as u64;
+        self.live
+            .rejected
+            .fetch_add(q.events as u64, std::sync::atomic::Ordering::Relaxed);
         let batch = Encoded {
             seq: q.seq,
             events: q.events,
