@@ -172,7 +172,12 @@ pub fn busy(iface: &str, ifindex: u32) -> super::XdpError {
         .filter(|l| prog.is_none_or(|p| p == l.prog_id))
         .collect();
     let mut holders = String::new();
-    let fix = if super::attachment::pin_dir(iface).exists() {
+    // A pin directory of that name may be stale or another namespace's: only an attachment that
+    // opens cleanly here and runs the program found is mapscope's own.
+    let ours = super::attachment::pin_dir(iface).exists()
+        && super::attachment::open_existing(iface)
+            .is_ok_and(|a| prog.is_none_or(|p| p == a.prog_id));
+    let fix = if ours {
         format!("it is mapscope's own attachment: `mapscope xdp detach --iface {iface}`")
     } else if let Some(link) = links.first() {
         let pids = link_holders(link.id);
