@@ -537,21 +537,6 @@ async fn a_stream_not_covering_our_subjects_is_one_line() {
 
 // ---- real execs ------------------------------------------------------------------------------
 
-/// Execs the probe as `uid` with `seq-I` for each I in `range`.
-fn exec_seq(uid: u32, probe: &Path, range: std::ops::Range<usize>) {
-    use std::os::unix::process::CommandExt as _;
-    for i in range {
-        let ok = Command::new(probe)
-            .arg(format!("seq-{i}"))
-            .uid(uid)
-            .gid(uid)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
 /// `mapscope exec --nats` for `uid`'s execs, started and attached (its first stats line).
 struct Publisher {
     child: tokio::process::Child,
@@ -629,7 +614,7 @@ async fn execs_land_in_the_stream_once_each_in_order() {
     let probe = harness::compile_c("exec_probe");
     let server = NatsServer::start(None);
     let publisher = Publisher::start(UID, &server.url()).await;
-    exec_seq(UID, &probe, 0..25);
+    harness::exec_seq(UID, &probe, 0..25);
     let js = server.js().await;
     wait_for(&js, 25).await;
     let stderr = publisher.stop().await;
@@ -654,16 +639,16 @@ async fn execs_survive_a_server_restart_exactly_once() {
     let probe = harness::compile_c("exec_probe");
     let mut server = NatsServer::start(None);
     let publisher = Publisher::start(UID, &server.url()).await;
-    exec_seq(UID, &probe, 0..10);
+    harness::exec_seq(UID, &probe, 0..10);
     wait_for(&server.js().await, 10).await;
     server.stop();
     // Down longer than a publish waits for its ack: these wait in memory and the spool.
-    exec_seq(UID, &probe, 10..20);
+    harness::exec_seq(UID, &probe, 10..20);
     sleep(mapscope::sinks::nats::ACK_TIMEOUT + Duration::from_secs(2)).await;
     server.resume();
     let js = server.js().await;
     wait_for(&js, 20).await;
-    exec_seq(UID, &probe, 20..25);
+    harness::exec_seq(UID, &probe, 20..25);
     wait_for(&js, 25).await;
     let stderr = publisher.stop().await;
     assert!(
@@ -740,7 +725,7 @@ async fn the_agent_streams_exec_events_into_jetstream() {
         }
         out
     });
-    exec_seq(UID, &probe, 0..12);
+    harness::exec_seq(UID, &probe, 0..12);
     let js = server.js().await;
     let ours = |msgs: Vec<Stored>| -> Vec<Stored> {
         msgs.into_iter()

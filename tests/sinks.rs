@@ -535,21 +535,6 @@ async fn a_frozen_spool_disk_does_not_stall_the_event_readers() {
 
 // ---- a real crash ----------------------------------------------------------------------------
 
-/// Execs the probe as `uid` with `seq-I` for each I in `range`.
-fn exec_seq(uid: u32, probe: &Path, range: std::ops::Range<usize>) {
-    use std::os::unix::process::CommandExt as _;
-    for i in range {
-        let ok = Command::new(probe)
-            .arg(format!("seq-{i}"))
-            .uid(uid)
-            .gid(uid)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
 /// `mapscope exec` posting uid's events, echoing them as JSON lines.
 fn posting(uid: u32, url: &str, spool: &Path, batch: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
@@ -612,7 +597,7 @@ async fn crash_and_restart(uid: u32, batch: &[&str]) -> Crash {
         }
     }
     const N: usize = 60;
-    let driver = std::thread::spawn(move || exec_seq(uid, &probe, 0..N));
+    let driver = std::thread::spawn(move || harness::exec_seq(uid, &probe, 0..N));
     let mut seen = Vec::new();
     while seen.len() < 25 {
         let l = timeout(Duration::from_secs(15), lines.next_line())

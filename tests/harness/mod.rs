@@ -482,3 +482,18 @@ impl Drop for PinnedPair {
         self.remove_pins();
     }
 }
+
+/// Execs the probe as `uid` with `seq-I` for each I in `range`.
+pub fn exec_seq(uid: u32, probe: &Path, range: std::ops::Range<usize>) {
+    use std::os::unix::process::CommandExt as _;
+    for i in range {
+        let ok = Command::new(probe)
+            .arg(format!("seq-{i}"))
+            .uid(uid)
+            .gid(uid)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}

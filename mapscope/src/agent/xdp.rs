@@ -19,6 +19,7 @@ use std::{
 
 use serde::Serialize;
 
+use super::families::lock;
 pub use crate::xdp::rules::Cidr;
 use crate::{
     iface::Interface,
@@ -278,10 +279,6 @@ impl Drop for XdpSeam {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `f` on a thread that joined network namespace `/run/netns/<ns>`: interface names resolve
