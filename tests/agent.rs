@@ -398,7 +398,7 @@ fn rule_endpoints_need_the_token_and_change_nothing_without_it() {
 fn bad_configs_fail_with_one_line_naming_file_and_line_and_touch_nothing() {
     let pair = PinnedPair::new("badcfg", "ms-ag-bad");
     let rx = pair.rx_iface.clone();
-    let cases: [(&str, String, &str); 5] = [
+    let cases: [(&str, String, &str); 6] = [
         // Setup puts `pin_dir = …` on line 1, so these sections start on line 2.
         ("unknown-key", "[exec]\nenabled = true\ncolour = 1\n".into(), ":4: "),
         (
@@ -410,6 +410,11 @@ fn bad_configs_fail_with_one_line_naming_file_and_line_and_touch_nothing() {
         (
             "unknown-iface",
             format!("[xdp]\nnetns = \"{}\"\ninterfaces = [\"{rx}\", \"ms-nope\"]\n", pair.rx),
+            ":4: ",
+        ),
+        (
+            "bad-sink-url",
+            "[sinks]\nsnapshot_every = \"60s\"\n[sinks.http]\nurl = \"127.0.0.1:8080\"\n".into(),
             ":4: ",
         ),
         // [http] is rewritten below with the bad listen address on line 5.

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{BIN, NetnsPair, PinnedPair, require_root};
+use harness::{BIN, NetnsPair, PinnedPair, require_root, web::TestServer};
 use serde_json::Value;
 
 /// One agent at a time: each test drives host-wide execs and counts them.
@@ -106,6 +106,11 @@ impl Agent {
 
     /// `/metrics` value of an unlabelled sample.
     async fn metric(&self, name: &str) -> u64 {
+        self.labelled(name).await
+    }
+
+    /// `/metrics` value of the sample written exactly `series` (name and labels).
+    async fn labelled(&self, series: &str) -> u64 {
         let text = reqwest::get(self.url("/metrics"))
             .await
             .unwrap()
@@ -113,8 +118,8 @@ impl Agent {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
             .trim()
             .parse()
             .unwrap()
@@ -429,10 +434,20 @@ fn stalled_client(addr: SocketAddr, path: &str) -> TcpStream {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_client_gets_lagged_while_another_gets_everything() {
+async fn stalled_client_gets_lagged_while_another_client_and_the_http_sink_get_everything() {
     let _s = SERIAL.lock().await;
     let pair = PinnedPair::new("dlag", "ms-dlag");
-    let agent = Agent::start(&pair, "lag", "");
+    let service = TestServer::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let agent = Agent::start(
+        &pair,
+        "lag",
+        &format!(
+            "[sinks]\nsnapshot_every = \"0\"\n[sinks.http]\nurl = {:?}\nspool_dir = {:?}\nbatch_ms = 50\n",
+            service.url(),
+            spool.path().display().to_string()
+        ),
+    );
     let url = agent.url("/api/v1/stream/exec");
     let mut reader = Sse::connect(&url).await;
     let mut stalled = stalled_client(agent.addr, "/api/v1/stream/exec");
@@ -503,6 +518,25 @@ async fn stalled_client_gets_lagged_while_another_gets_everything() {
         .unwrap();
     let (more, _) = collect_driven(&mut reader, &format!("{m}x"), 1).await;
     assert_eq!(more, [0]);
+
+    // The HTTP sink got every driven exec, in order, while the stalled client held its stream.
+    let sunk = |events: Vec<Value>| -> Vec<usize> {
+        events.iter().filter_map(|e| driven_index(e, &m)).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sunk(service.events()).len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = sunk(service.events());
+    assert!(
+        got.iter().copied().eq(0..n),
+        "the HTTP sink got {} of {n} driven execs (or out of order)",
+        got.len()
+    );
+    let delivered = agent
+        .labelled("mapscope_sink_events_total{sink=\"http\",outcome=\"delivered\"}")
+        .await;
+    assert!(delivered >= n as u64, "/metrics: {delivered} delivered");
 }
 
 /// Reads stdout lines of a child on a thread, so a test can wait with a timeout.

@@ -6,11 +6,14 @@
 //! Tests named `execs_*` trace real execs (root, kernel lock); the others drive the sink's
 //! library API or only reach start-up, and need no kernel programs.
 
+/// `mapscope agent` with `[sinks.nats]`.
+#[path = "nats/agent.rs"]
+mod agent;
 mod harness;
 
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -658,123 +661,4 @@ async fn execs_survive_a_server_restart_exactly_once() {
     assert!(stderr.contains("is back"), "{stderr}");
     assert_eq!(count(&js).await, 25);
     assert_exactly(&js, &seqs(0..25), seq_tag).await;
-}
-
-/// `mapscope agent` with `[sinks.nats]` streams its exec events into JetStream, each once and in
-/// order, and flushes on SIGTERM.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_agent_streams_exec_events_into_jetstream() {
-    use tokio::io::{AsyncBufReadExt as _, BufReader};
-    require_root();
-    const UID: u32 = 61212;
-    let probe = harness::compile_c("exec_probe");
-    let server = NatsServer::start(None);
-    let dir = tempfile::tempdir().unwrap();
-    let pin_dir = PathBuf::from(format!(
-        "/sys/fs/bpf/mapscope-test-nats-agent-{}",
-        std::process::id()
-    ));
-    /// Removes the agent's pins however the test ends.
-    struct Pins(PathBuf);
-    impl Drop for Pins {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _pins = Pins(pin_dir.clone());
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "pin_dir = {pin:?}\n[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {tok:?}\n\
-             [xdp]\nenabled = false\n[syscalls]\nenabled = false\n\
-             [sinks.nats]\nurl = {url:?}\nspool_dir = {spool:?}\nbatch_ms = 50\nretry_max_ms = 300\n",
-            pin = pin_dir.display().to_string(),
-            tok = dir.path().join("token").display().to_string(),
-            url = server.url(),
-            spool = dir.path().join("spool").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut agent = tokio::process::Command::new(BIN)
-        .args(["agent", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    loop {
-        let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the agent never said it was ready")
-            .unwrap()
-            .unwrap_or_else(|| panic!("the agent exited: {said:?}"));
-        let ready = l.contains("metrics at");
-        said.push(l);
-        if ready {
-            break;
-        }
-    }
-    let rest = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Ok(Some(l)) = lines.next_line().await {
-            out.push(l);
-        }
-        out
-    });
-    harness::exec_seq(UID, &probe, 0..12);
-    let js = server.js().await;
-    let ours = |msgs: Vec<Stored>| -> Vec<Stored> {
-        msgs.into_iter()
-            .filter(|m| m.event["uid"].as_u64() == Some(UID.into()))
-            .collect()
-    };
-    for _ in 0..400 {
-        if ours(stored(&js).await).len() >= 12 {
-            break;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-    // /metrics counts what the sink delivered, live (every exec of the host goes out, not only
-    // ours, so at least ours).
-    let metrics_url = said
-        .last()
-        .and_then(|l| l.split("metrics at ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .to_string();
-    let metrics = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sample = |series: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
-    };
-    assert!(sample("mapscope_sink_events_total{sink=\"nats\",outcome=\"delivered\"}") >= 12.0);
-    assert_eq!(
-        sample("mapscope_sink_events_total{sink=\"nats\",outcome=\"dropped\"}"),
-        0.0
-    );
-    // SAFETY: kill on our own child.
-    unsafe { libc::kill(agent.id().unwrap() as i32, libc::SIGTERM) };
-    assert!(agent.wait().await.unwrap().success());
-    let stderr = rest.await.unwrap().join("\n");
-    assert!(stderr.contains("published"), "{stderr}");
-    let msgs = ours(stored(&js).await);
-    let got: Vec<String> = msgs.iter().map(|m| seq_tag(&m.event)).collect();
-    assert_eq!(got, seqs(0..12), "{stderr}");
-    let mut ids: Vec<&str> = msgs.iter().map(|m| m.id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), 12, "message ids not distinct");
-    assert!(msgs.iter().all(|m| m.event["type"] == "exec"));
 }

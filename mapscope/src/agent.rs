@@ -9,8 +9,10 @@
 pub mod api;
 pub mod config;
 pub mod families;
+pub mod feed;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod pins;
 pub mod token;
 pub mod xdp;
@@ -43,8 +45,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Start(#[from] families::StartError),
-    #[error("sinks.nats")]
-    Sink(#[source] crate::Error),
+    #[error("sinks.{0}")]
+    Sink(&'static str, #[source] crate::Error),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
 }
@@ -135,12 +137,18 @@ pub async fn run(
             .unwrap_or_default(),
         pin_reports,
     });
+    let outbox = families.outbox.clone();
     let state = Arc::new(http::AgentState {
         families,
         token,
         started: Instant::now(),
     });
+    let feed = outbox.map(|o| feed::start(Arc::downgrade(&state), o, cfg.sinks.snapshot_every()));
     let served = http::serve(listener, http::router(state.clone()), shutdown).await;
+    if let Some(f) = feed {
+        f.abort();
+        let _ = f.await;
+    }
     // Flush the sinks, then detach every program (the last reference once the server is gone);
     // pins stay. A handler still holding the state (it should not) only costs the flush.
     if let Ok(mut s) = Arc::try_unwrap(state) {
@@ -169,18 +177,20 @@ async fn start(
             addr: cfg.http.listen,
             cause,
         })?;
-    // The sink first: a malformed URL, refused credentials or a stream that does not cover our
+    // The sinks first: a malformed URL, refused credentials or a stream that does not cover our
     // subjects fail the start before anything is attached (unreachable only warns and spools).
-    let nats = match &cfg.sinks.nats {
-        Some(c) => Some(
-            crate::sinks::nats::NatsSink::start(c.clone())
-                .await
-                .map_err(AgentError::Sink)?,
-        ),
-        None => None,
-    };
-    let (families, pin_reports) = families::Families::start(cfg, nats)?;
-    Ok((token, listener, families, pin_reports))
+    let outbox = outbox::Outbox::start(&cfg.sinks)
+        .await
+        .map_err(|(name, e)| AgentError::Sink(name, e))?;
+    match families::Families::start(cfg, outbox.clone()) {
+        Ok((families, pin_reports)) => Ok((token, listener, families, pin_reports)),
+        Err(e) => {
+            if let Some(o) = outbox {
+                o.finish().await;
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Removes the agent's pins under `pin_dir` (refused while an agent runs). Returns what was

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::xdp::Cidr;
-use crate::sinks::nats::config::{NatsConfig, Secret};
+use crate::sinks::{
+    http::config::HttpSettings,
+    nats::config::{NatsConfig, Secret},
+};
 use crate::xdp::AttachMode;
 
 /// Where the agent looks for its config when `--config` is not given.
@@ -110,13 +113,52 @@ pub struct Config {
     pub sinks: Sinks,
 }
 
-/// `[sinks.*]`: where the agent streams exec events besides its own API (none by default).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// `[sinks]`: where the agent streams its events besides its own API (none by default): exec
+/// events, XDP rule changes and new talkers, and periodic snapshots (see `agent::feed`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sinks {
+    /// How often every family's snapshot goes to the sinks (`humantime`, e.g. `60s`; `0`:
+    /// never). Ignored without a sink.
+    pub snapshot_every: String,
     /// `[sinks.nats]`: NATS JetStream, exactly once per event (see docs/fleet.md).
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
     pub nats: Option<NatsConfig>,
+    /// `[sinks.http]`: a web service taking POSTed JSON batches, at least once (the CLI's
+    /// `exec --post`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSettings>,
+}
+
+/// Snapshots once a minute: a consumer sees every counter without polling each agent.
+pub const DEFAULT_SNAPSHOT_EVERY: &str = "60s";
+
+impl Default for Sinks {
+    fn default() -> Self {
+        Self {
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY.into(),
+            nats: None,
+            http: None,
+        }
+    }
+}
+
+impl Sinks {
+    /// `snapshot_every` as a duration (checked when the config was read; zero: never).
+    pub fn snapshot_every(&self) -> std::time::Duration {
+        parse_every(&self.snapshot_every).unwrap_or_default()
+    }
+}
+
+fn parse_every(v: &str) -> Result<std::time::Duration, String> {
+    if v.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let d = humantime::parse_duration(v).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err("shorter than 1s".into());
+    }
+    Ok(d)
 }
 
 /// `--check-config` prints the effective config: never its credentials.
@@ -317,12 +359,37 @@ impl Config {
                 enabled: raw.malloc.enabled.unwrap_or(false),
             },
             sinks: {
+                let table_err = |table: &str, message: String| ConfigError {
+                    file: file.map(Path::to_path_buf).unwrap_or_default(),
+                    line: text.find(&format!("[{table}]")).map(|at| line_of(text, at)),
+                    message: format!("{table}: {message}"),
+                };
                 if let Some(n) = &raw.sinks.nats {
-                    n.check().map_err(|e| ConfigError {
+                    n.check()
+                        .map_err(|e| table_err("sinks.nats", e.to_string()))?;
+                }
+                if let Some(h) = &raw.sinks.http {
+                    h.check()
+                        .map_err(|e| table_err("sinks.http", e.to_string()))?;
+                    if raw.sinks.nats.as_ref().map(|n| &n.spool_dir) == Some(&h.spool_dir) {
+                        return Err(table_err(
+                            "sinks.http",
+                            format!(
+                                "spool_dir {} is also sinks.nats's: give each sink its own",
+                                h.spool_dir.display()
+                            ),
+                        ));
+                    }
+                }
+                if let Err(why) = parse_every(&raw.sinks.snapshot_every) {
+                    return Err(ConfigError {
                         file: file.map(Path::to_path_buf).unwrap_or_default(),
-                        line: text.find("[sinks.nats]").map(|at| line_of(text, at)),
-                        message: format!("sinks.nats: {e}"),
-                    })?;
+                        line: text.find("snapshot_every").map(|at| line_of(text, at)),
+                        message: format!(
+                            "sinks.snapshot_every {:?} is not a duration of 1s or more ({why}; e.g. 60s, 5m, or 0 for never)",
+                            raw.sinks.snapshot_every
+                        ),
+                    });
                 }
                 raw.sinks
             },
@@ -407,6 +474,28 @@ mod tests {
         let again = parse(&c.to_toml()).unwrap();
         assert_eq!(again.xdp.interfaces, ["eth0"]);
         assert_eq!(again.xdp.drop, c.xdp.drop);
+    }
+
+    #[test]
+    fn sinks_tables_are_checked_with_their_line() {
+        let c = parse("[sinks.http]\nurl = \"http://127.0.0.1:9/e\"\n").unwrap();
+        assert_eq!(c.sinks.http.as_ref().unwrap().batch_max, 100);
+        assert_eq!(c.sinks.snapshot_every(), std::time::Duration::from_secs(60));
+        let e = parse("\n[sinks.http]\nurl = \"127.0.0.1:9\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains("sinks.http: url"), "{e}");
+        let e = parse(
+            "[sinks.nats]\nurl = \"nats://127.0.0.1:4222\"\nspool_dir = \"/s\"\n\
+             [sinks.http]\nurl = \"http://127.0.0.1:9/e\"\nspool_dir = \"/s\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("give each sink its own"), "{e}");
+        let e = parse("[sinks]\nsnapshot_every = \"often\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[sinks]\nsnapshot_every = \"10ms\"\n").unwrap_err();
+        assert!(e.to_string().contains("1s or more"), "{e}");
+        let c = parse("[sinks]\nsnapshot_every = \"0\"\n").unwrap();
+        assert!(c.sinks.snapshot_every().is_zero());
     }
 
     #[test]

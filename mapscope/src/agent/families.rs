@@ -1,7 +1,7 @@
 //! Starting every enabled family once, with its counter maps pinned, and reading all of them at
 //! one instant through each family's own snapshot (the one path from a map to a number).
 
-use crate::sinks::{nats::NatsSink, pipeline::LiveStats};
+use crate::sinks::pipeline::LiveStats;
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -12,6 +12,7 @@ use std::{
 
 use super::{
     config::Config,
+    outbox::Outbox,
     pins,
     xdp::{XdpSeam, XdpSnapshot},
 };
@@ -65,6 +66,8 @@ pub struct Families {
     pub map_ids: Vec<u32>,
     /// Each configured sink's running delivery totals, by sink name.
     pub sinks: Vec<(&'static str, Arc<LiveStats>)>,
+    /// The configured sinks (exec events, the rule endpoints' and the feed's events).
+    pub outbox: Option<Arc<Outbox>>,
 }
 
 impl Families {
@@ -73,6 +76,9 @@ impl Families {
         self.drain_stop.notify_one();
         if let Some(d) = self.drain.take() {
             let _ = d.await;
+        }
+        if let Some(o) = &self.outbox {
+            o.finish().await;
         }
     }
 }
@@ -93,7 +99,10 @@ pub type PinReports = Vec<String>;
 
 impl Families {
     /// Starts the enabled families (inside a tokio runtime: exec's reader needs it).
-    pub fn start(cfg: &Config, nats: Option<NatsSink>) -> Result<(Self, PinReports), StartError> {
+    pub fn start(
+        cfg: &Config,
+        outbox: Option<Arc<Outbox>>,
+    ) -> Result<(Self, PinReports), StartError> {
         let mut reports = Vec::new();
         let mut dir = |family: Family, maps: &[&str]| -> Result<PathBuf, StartError> {
             let (d, r) = pins::prepare(&cfg.pin_dir, family, maps)?;
@@ -111,7 +120,11 @@ impl Families {
             drain: None,
             drain_stop: Arc::new(tokio::sync::Notify::new()),
             map_ids: Vec::new(),
-            sinks: Vec::new(),
+            sinks: outbox
+                .as_ref()
+                .map(|o| o.live().to_vec())
+                .unwrap_or_default(),
+            outbox: outbox.clone(),
         };
         // XDP first: it pins nothing, so if its interfaces are wrong nothing is left behind.
         if cfg.xdp.enabled {
@@ -121,9 +134,6 @@ impl Families {
                 cfg.xdp.mode.into(),
                 &cfg.xdp.drop,
             )?);
-        }
-        if let Some(n) = &nats {
-            out.sinks.push(("nats", n.live()));
         }
         if cfg.exec.enabled {
             let d = dir(Family::Exec, &exec::PINNED_MAPS)?;
@@ -141,24 +151,11 @@ impl Families {
                     };
                     let Some(e) = e else { break };
                     count.fetch_add(1, Ordering::Relaxed);
-                    if let Some(sink) = &nats
-                        && let Err(err) = sink.send(e.json()).await
-                    {
-                        tracing::warn!("nats sink: {}", crate::error::one_line(&err));
+                    if let Some(o) = &outbox {
+                        o.send(e.json()).await;
                     }
                     // Err only means nobody is subscribed right now.
                     let _ = tx.send(Arc::new(e));
-                }
-                if let Some(sink) = nats {
-                    match sink.finish().await {
-                        Ok(s) => eprintln!(
-                            "mapscope agent: published {} exec events to NATS; {} spooled for later; {} dropped at the spool limit; {} rejected by the server",
-                            s.delivered, s.spooled, s.dropped, s.rejected
-                        ),
-                        Err(e) => {
-                            eprintln!("mapscope agent: nats sink: {}", crate::error::one_line(&e))
-                        }
-                    }
                 }
             }));
             out.exec = Some(Mutex::new(tracer));

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::{
     api,
     families::Families,
-    metrics,
+    feed, metrics,
     xdp::{Cidr, RuleChange, XdpSeam},
 };
 use crate::xdp::rules::{Direction, Verdict};
@@ -182,10 +182,12 @@ async fn list_rules(State(s): State<Arc<AgentState>>) -> Response {
 }
 
 /// Checks the token before even looking at the body, so a bad request without a token is a 401.
-fn rule_change(
+/// A change that took effect goes to the sinks as an `xdp_rule` event (`op`).
+async fn rule_change(
     s: &AgentState,
     headers: &HeaderMap,
     body: &[u8],
+    op: &str,
     change: impl FnOnce(&XdpSeam, RuleChange) -> Result<bool, crate::xdp::error::XdpError>,
     status_if_changed: StatusCode,
 ) -> Response {
@@ -213,6 +215,12 @@ fn rule_change(
         }
     };
     let changed = match change(seam, rule) {
+        Ok(true) => {
+            if let Some(o) = &s.families.outbox {
+                o.send(feed::rule_event(op, rule, seam.interfaces())).await;
+            }
+            true
+        }
         Ok(c) => c,
         // Bad rules (full trie, no such rule) are the caller's; nothing was half-applied.
         Err(e @ crate::xdp::error::XdpError::BadRule(_)) => {
@@ -242,9 +250,11 @@ async fn add_rule(
         &s,
         &headers,
         &body,
+        "add",
         |x, c| x.add_rule(c),
         StatusCode::CREATED,
     )
+    .await
 }
 
 async fn delete_rule(
@@ -252,7 +262,15 @@ async fn delete_rule(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    rule_change(&s, &headers, &body, |x, c| x.delete_rule(c), StatusCode::OK)
+    rule_change(
+        &s,
+        &headers,
+        &body,
+        "del",
+        |x, c| x.delete_rule(c),
+        StatusCode::OK,
+    )
+    .await
 }
 
 #[cfg(test)]

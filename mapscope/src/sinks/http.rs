@@ -14,6 +14,9 @@
 //!   reported once per change (a token expires, a collector is being redeployed: the batches
 //!   must survive that).
 
+/// The agent's `[sinks.http]` table.
+pub mod config;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -106,6 +109,11 @@ impl HttpSink {
     /// Records the kernel's lost-event total, carried in every later batch.
     pub fn set_lost(&self, total: u64) {
         self.inner.set_lost(total);
+    }
+
+    /// The running delivery totals (the agent's `/metrics`).
+    pub fn live(&self) -> std::sync::Arc<super::pipeline::LiveStats> {
+        self.inner.live()
     }
 
     /// See [`Sink::hurry_handle`](super::pipeline::Sink::hurry_handle).

@@ -106,7 +106,13 @@ impl Transport for JetStreamTransport {
                 if seq < acked_upto.load(Ordering::Relaxed) {
                     continue;
                 }
-                let family = ev.get("type").and_then(Value::as_str).unwrap_or("event");
+                // `family` when the event names it (the agent's xdp_rule, snapshot, …), else
+                // its `type` (exec events).
+                let family = ev
+                    .get("family")
+                    .or_else(|| ev.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("event");
                 let mut headers = HeaderMap::new();
                 headers.insert(SEQ_HEADER, seq.to_string().as_str());
                 headers.insert(LOST_TOTAL_HEADER, batch.lost_total.to_string().as_str());
