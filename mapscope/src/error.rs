@@ -24,12 +24,6 @@ pub enum Error {
     #[error("no default route to pick an interface from: name one with --iface")]
     NoDefaultRoute,
 
-    #[error(
-        "interface {iface} already has an XDP program attached; mapscope will not replace it: \
-         detach it first (`ip link set dev {iface} xdp off`) or choose another interface"
-    )]
-    XdpBusy { iface: String },
-
     #[error("the driver of {iface} does not support native XDP: use --mode skb")]
     XdpNativeUnsupported { iface: String },
 
