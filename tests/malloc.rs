@@ -393,32 +393,9 @@ fn in_a_pid_namespace_the_process_table_shows_the_namespace_pid() {
 #[test]
 fn cli_pid_view_stops_when_the_process_exits() {
     require_root();
-    let mut child = spawn();
+    let child = spawn();
     let pid = child.pid();
-    let mut cmd = Command::new(BIN);
-    // --count only bounds the test if mapscope failed to notice the exit.
-    cmd.args([
-        "malloc",
-        "--pid",
-        &pid.to_string(),
-        "--json",
-        "--interval",
-        "0.2",
-    ])
-    .args(["--count", "100"]);
-    let cli = JsonView::spawn(cmd);
-    let first = cli.next();
-    child.window(b'g');
-    child.window(b'g');
-    assert!(child.finish().success());
-    let (status, rest, stderr) = cli.wait();
-    assert!(status.success(), "{stderr}");
-    assert_eq!(
-        stderr.trim_end(),
-        format!("mapscope: process {pid} exited; stopping")
-    );
-    let reports: Vec<serde_json::Value> = std::iter::once(first).chain(rest).collect();
-    assert!(reports.len() < 100, "ran on after the exit");
+    let reports = child.pid_view_until_exit(&["malloc"], b'g', 2);
     assert_eq!(
         sum_top(&reports, pid),
         (2 * SIZES.len() as u64, 2 * window_bytes())

@@ -73,6 +73,38 @@ impl Driven {
         self.child.wait().unwrap()
     }
 
+    /// Runs `mapscope <view…> --pid PID --json --interval 0.2 --count 100` on this process, then
+    /// `windows` windows of `cmd`, then closes its stdin so it exits, and checks the view stopped
+    /// by itself (`--count` only bounds a view that failed to notice): a clean exit, the one
+    /// stderr line naming the process, fewer reports than `--count`. Returns every report.
+    pub fn pid_view_until_exit(
+        mut self,
+        view: &[&str],
+        cmd: u8,
+        windows: usize,
+    ) -> Vec<serde_json::Value> {
+        let pid = self.pid();
+        let mut c = Command::new(super::BIN);
+        c.args(view)
+            .args(["--pid", &pid.to_string(), "--json", "--interval", "0.2"])
+            .args(["--count", "100"]);
+        let cli = super::JsonView::spawn(c);
+        let first = cli.next();
+        for _ in 0..windows {
+            self.window(cmd);
+        }
+        assert!(self.finish().success());
+        let (status, rest, stderr) = cli.wait();
+        assert!(status.success(), "{stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("mapscope: process {pid} exited; stopping")
+        );
+        let reports: Vec<serde_json::Value> = std::iter::once(first).chain(rest).collect();
+        assert!(reports.len() < 100, "ran on after the exit");
+        reports
+    }
+
     fn expect(&mut self, want: u8) {
         let mut pfd = libc::pollfd {
             fd: self.stdout.as_raw_fd(),
