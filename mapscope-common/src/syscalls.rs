@@ -31,10 +31,15 @@ pub const MAP_FILTER: &str = "SC_FILTER";
 pub const MAP_COMPAT: &str = "SC_COMPAT";
 
 /// `Global<u32>`: byte offset of `thread_info.status` inside `task_struct` (from kernel BTF),
-/// where x86 keeps `TS_COMPAT`; [`COMPAT_UNKNOWN`] disables compat detection.
+/// where x86 keeps `TS_COMPAT`; [`OFFSET_UNKNOWN`] disables compat detection.
 pub const GLOBAL_TASK_STATUS_OFF: &str = "SC_TASK_STATUS_OFF";
+/// `Global<u32>`: byte offset of `task_struct.tgid` (from kernel BTF), read directly by the
+/// dispatcher instead of calling `bpf_get_current_pid_tgid`; [`OFFSET_UNKNOWN`] keeps the helper.
+pub const GLOBAL_TASK_TGID_OFF: &str = "SC_TASK_TGID_OFF";
+/// A `task_struct` offset global when kernel BTF did not give it.
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 /// [`GLOBAL_TASK_STATUS_OFF`] when the offset is unknown.
-pub const COMPAT_UNKNOWN: u32 = u32::MAX;
+pub const COMPAT_UNKNOWN: u32 = OFFSET_UNKNOWN;
 /// x86's `TS_COMPAT` bit of `thread_info.status`: a 32-bit syscall is in progress.
 pub const TS_COMPAT: u32 = 0x0002;
 

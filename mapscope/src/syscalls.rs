@@ -20,10 +20,10 @@ use aya::{
 };
 pub use dispatch::TableView;
 use mapscope_common::syscalls::{
-    COMPAT_UNKNOWN, DISPATCH_STATS, DispatchStat, FILTER_COMM, FILTER_TGID, Filter,
-    GLOBAL_TASK_STATUS_OFF, HANDLED_SLOTS, Handled, HandlerRecord, MAP_COMPAT, MAP_COUNTS,
-    MAP_DISPATCH, MAP_FILTER, MAP_HANDLED, MAP_STATS, PROG_DEFAULT, PROG_DISPATCH, PROG_EXECVE,
-    PROG_OPEN, PROG_RW, PROG_TIMER, SYSCALL_SLOTS,
+    DISPATCH_STATS, DispatchStat, FILTER_COMM, FILTER_TGID, Filter, GLOBAL_TASK_STATUS_OFF,
+    GLOBAL_TASK_TGID_OFF, HANDLED_SLOTS, Handled, HandlerRecord, MAP_COMPAT, MAP_COUNTS,
+    MAP_DISPATCH, MAP_FILTER, MAP_HANDLED, MAP_STATS, OFFSET_UNKNOWN, PROG_DEFAULT, PROG_DISPATCH,
+    PROG_EXECVE, PROG_OPEN, PROG_RW, PROG_TIMER, SYSCALL_SLOTS,
 };
 
 use crate::{Error, Result, btf, loader, pidns::PidNamespace, requirements::Requirement, tgid};
@@ -137,23 +137,45 @@ impl Snapshot {
     }
 }
 
-/// Byte offset of `thread_info.status` in `task_struct`, where x86 keeps `TS_COMPAT`, read once
-/// from kernel BTF; [`COMPAT_UNKNOWN`] without BTF. `'static` for aya's loader.
-fn task_status_offset() -> &'static u32 {
-    static OFFSET: OnceLock<u32> = OnceLock::new();
-    OFFSET.get_or_init(|| {
+/// The `task_struct` offsets the dispatcher reads the current task through, from kernel BTF.
+#[derive(Debug)]
+struct TaskOffsets {
+    /// `thread_info.status`, where x86 keeps `TS_COMPAT`; [`OFFSET_UNKNOWN`] without BTF.
+    status: u32,
+    /// `tgid`; [`OFFSET_UNKNOWN`] without BTF (the kernel side then calls the pid helper).
+    tgid: u32,
+}
+
+/// Reads the [`TaskOffsets`] once from kernel BTF. `'static` for aya's loader.
+fn task_offsets() -> &'static TaskOffsets {
+    static OFFSETS: OnceLock<TaskOffsets> = OnceLock::new();
+    OFFSETS.get_or_init(|| {
+        let unknown = TaskOffsets {
+            status: OFFSET_UNKNOWN,
+            tgid: OFFSET_UNKNOWN,
+        };
         let path = "/sys/kernel/btf/vmlinux";
         let Ok(data) = std::fs::read(path) else {
-            return COMPAT_UNKNOWN;
+            return unknown;
         };
-        let offset = btf::Btf::parse(&data).and_then(|b| {
-            Ok(b.member_offset("task_struct", "thread_info")?
-                + b.member_offset("thread_info", "status")?)
-        });
-        offset.unwrap_or_else(|e| {
-            tracing::warn!("32-bit syscalls are not told apart: {e}");
-            COMPAT_UNKNOWN
-        })
+        let btf = match btf::Btf::parse(&data) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("32-bit syscalls are not told apart: {e}");
+                return unknown;
+            }
+        };
+        let status = btf
+            .member_offset("task_struct", "thread_info")
+            .and_then(|t| Ok(t + btf.member_offset("thread_info", "status")?))
+            .unwrap_or_else(|e| {
+                tracing::warn!("32-bit syscalls are not told apart: {e}");
+                OFFSET_UNKNOWN
+            });
+        let tgid = btf
+            .member_offset("task_struct", "tgid")
+            .unwrap_or(OFFSET_UNKNOWN);
+        TaskOffsets { status, tgid }
     })
 }
 
@@ -186,13 +208,14 @@ impl SyscallCounter {
             });
         }
         let ns = PidNamespace::current()?;
-        let status_off = task_status_offset();
+        let offsets = task_offsets();
         let mut ebpf = loader::load_with(
             loader::Family::Syscalls,
             &[Requirement::BpfPrivileges],
             |l| {
                 crate::pidns::configure(l, ns);
-                l.override_global(GLOBAL_TASK_STATUS_OFF, status_off, true);
+                l.override_global(GLOBAL_TASK_STATUS_OFF, &offsets.status, true);
+                l.override_global(GLOBAL_TASK_TGID_OFF, &offsets.tgid, true);
                 if let Some(dir) = pins {
                     loader::pin_maps(l, dir, &PINNED_MAPS);
                 }
@@ -318,7 +341,7 @@ impl SyscallCounter {
             dispatch_populated: self.table.view()?.populated(),
             compat,
             compat_out_of_range: stats[DispatchStat::CompatOutOfRange as usize],
-            compat_detected: *task_status_offset() != COMPAT_UNKNOWN,
+            compat_detected: task_offsets().status != OFFSET_UNKNOWN,
         })
     }
 
