@@ -604,33 +604,13 @@ fn pid_namespace_mismatches_are_refused_with_one_line() {
 #[test]
 fn cli_pid_view_stops_when_the_process_exits_after_its_last_interval() {
     require_root();
-    let mut target = Driven::spawn(program(), &["msc-exit", "personality:5"]);
-    let pid = target.pid();
-    let mut cmd = Command::new(BIN);
-    // --count only bounds the test if mapscope failed to notice the exit.
-    cmd.args([
-        "syscalls",
-        "--pid",
-        &pid.to_string(),
-        "--json",
-        "--interval",
-        "0.2",
-    ])
-    .args(["--syscall", "personality,exit_group", "--count", "100"]);
-    let cli = JsonView::spawn(cmd);
-    let first = cli.next();
-    target.window(b'g');
-    target.window(b'g');
+    let target = Driven::spawn(program(), &["msc-exit", "personality:5"]);
     // EOF: the program exits (exit_group) and mapscope, with no --count, must notice by itself.
-    assert!(target.finish().success());
-    let (status, rest, stderr) = cli.wait();
-    assert!(status.success(), "{stderr}");
-    assert_eq!(
-        stderr.trim_end(),
-        format!("mapscope: process {pid} exited; stopping")
+    let reports = target.pid_view_until_exit(
+        &["syscalls", "--syscall", "personality,exit_group"],
+        b'g',
+        2,
     );
-    let reports: Vec<serde_json::Value> = std::iter::once(first).chain(rest).collect();
-    assert!(reports.len() < 100, "ran on after the exit");
     // The last, partial interval is printed: every call up to the exit is in some report.
     assert_eq!(sum_of(&reports, "syscalls", "personality"), 10);
     assert_eq!(sum_of(&reports, "syscalls", "exit_group"), 1);
