@@ -16,6 +16,8 @@ use super::{
     shutdown::Shutdown,
 };
 
+mod stdout;
+
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ExecCommand {
@@ -163,6 +165,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         count: args.count,
         shown: 0,
         nats,
+        stdout: stdout::Lines::new(),
     };
     let mut lost = 0;
     // Whatever ends the tracing, an error included, the sink still drains: what it took is
@@ -207,7 +210,7 @@ async fn follow(
     })
     .context("attaching exec tracepoints")?;
     let mut events = tracer.events(4096)?;
-    if out.print && !args.json && !print_line(Exec::header()) {
+    if out.print && !args.json && !(out.stdout.text(Exec::header()) && out.stdout.flush()) {
         out.print = false;
     }
 
@@ -219,8 +222,7 @@ async fn follow(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                seen += 1;
-                match out.handle(ev, sink).await? {
+                match out.burst(ev, &mut events, sink, &mut seen).await? {
                     Flow::More => {}
                     Flow::CountReached => {
                         drain = false;
@@ -247,7 +249,7 @@ async fn follow(
                         "malformed": events.stats().malformed.load(std::sync::atomic::Ordering::Relaxed),
                         "outside_pidns": counters.outside_pidns,
                     });
-                    if !print_line(stats) {
+                    if !(out.stdout.text(stats) && out.stdout.flush()) {
                         out.print = false;
                         if !sinks {
                             drain = false;
@@ -271,7 +273,7 @@ async fn follow(
             tokio::select! {
                 ev = tokio::time::timeout(DRAIN_QUIET, events.recv()) => {
                     let Ok(Some(ev)) = ev else { break };
-                    match out.handle(ev, sink).await? {
+                    match out.burst(ev, &mut events, sink, &mut seen).await? {
                         Flow::More => {}
                         Flow::StdoutClosed if sinks => {}
                         Flow::StdoutClosed | Flow::CountReached => break,
@@ -281,6 +283,7 @@ async fn follow(
             }
         }
     }
+    out.stdout.flush();
     report_lost(*lost, last_lost, period);
     Ok(())
 }
@@ -335,9 +338,39 @@ struct Outputs {
     count: Option<u64>,
     shown: u64,
     nats: Option<mapscope::sinks::nats::NatsSink>,
+    /// Printed lines, written out once per burst of events.
+    stdout: stdout::Lines,
 }
 
 impl Outputs {
+    /// Handles `first` and every event already waiting behind it, then writes their lines out
+    /// in one go. Stops at the first event that ends the run (its flow is returned).
+    async fn burst(
+        &mut self,
+        first: Exec,
+        events: &mut mapscope::exec::EventStream,
+        sink: Option<&HttpSink>,
+        seen: &mut u64,
+    ) -> anyhow::Result<Flow> {
+        let mut next = Some(first);
+        let mut flow = Flow::More;
+        while let Some(ev) = next {
+            *seen += 1;
+            flow = self.handle(ev, sink).await?;
+            if !matches!(flow, Flow::More) {
+                break;
+            }
+            next = events.try_recv();
+        }
+        if self.print && !self.stdout.flush() {
+            self.print = false;
+            if matches!(flow, Flow::More) {
+                flow = Flow::StdoutClosed;
+            }
+        }
+        Ok(flow)
+    }
+
     /// Handles one event.
     async fn handle(&mut self, ev: Exec, sink: Option<&HttpSink>) -> anyhow::Result<Flow> {
         if self.failed && ev.ret == 0 {
@@ -349,19 +382,22 @@ impl Outputs {
         {
             return Ok(Flow::More);
         }
-        // Serialized once, whether it goes to stdout, the sink, or both.
-        let json = (self.json || sink.is_some() || self.nats.is_some()).then(|| ev.json());
         let mut flow = Flow::More;
         if self.print {
-            let printed = match &json {
-                Some(j) if self.json => print_line(j),
-                _ => print_line(ev.line()),
+            // Written straight from the event into the burst's buffer.
+            let printed = if self.json {
+                self.stdout
+                    .line(|b| ev.write_json(b).map_err(std::io::Error::from))
+            } else {
+                self.stdout.line(|b| ev.write_line(b))
             };
             if !printed {
                 self.print = false;
                 flow = Flow::StdoutClosed;
             }
         }
+        // Built once for the sinks (they take a `Value`).
+        let json = (sink.is_some() || self.nats.is_some()).then(|| ev.json());
         if let (Some(n), Some(j)) = (&self.nats, &json) {
             n.send(j.clone()).await?;
         }
