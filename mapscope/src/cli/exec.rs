@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mapscope::{
-    exec::{Exec, ExecOptions, ExecTracer, Transport, event::SCHEMA_VERSION},
+    exec::{Exec, ExecOptions, ExecTracer, Transport, event::SCHEMA_VERSION, reader::decode_exec},
     sinks::http::{HttpSink, HttpSinkConfig, SinkStats},
 };
 use regex::Regex;
@@ -111,11 +111,21 @@ struct UidsArgs {
 pub async fn run(cmd: ExecCommand) -> anyhow::Result<()> {
     match cmd.view {
         Some(ExecView::Uids(args)) => uids(args).await,
-        // On a worker thread, like the reader task: a reader waking the consumer then stays on
-        // one thread (tokio's LIFO slot), not a futex wake of the main thread per event.
-        None => tokio::spawn(trace(cmd.trace))
-            .await
-            .context("exec trace task")?,
+        // On a single-threaded runtime of its own: the reader, the printer and the sinks' tasks
+        // then share one thread, and the multi-threaded runtime's idle workers are never
+        // woken to look for work on each event.
+        None => tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the exec runtime")?;
+            let traced = rt.block_on(trace(cmd.trace));
+            // What was spawned has been finished and awaited by then (the sinks' delivery).
+            rt.shutdown_background();
+            traced
+        })
+        .await
+        .context("exec trace thread")?,
     }
 }
 
@@ -209,7 +219,10 @@ async fn follow(
         ..ExecOptions::default()
     })
     .context("attaching exec tracepoints")?;
-    let mut events = tracer.events(4096)?;
+    // Read in this loop, no reader task or channel in between: a wake-up decodes the burst
+    // the kernel has, then prints it with one write.
+    let mut buffers = tracer.buffers()?;
+    let mut batch = Vec::new();
     if out.print && !args.json && !(out.stdout.text(Exec::header()) && out.stdout.flush()) {
         out.print = false;
     }
@@ -220,9 +233,9 @@ async fn follow(
     let (mut seen, mut last_lost, mut drain) = (0u64, 0u64, true);
     loop {
         tokio::select! {
-            ev = events.recv() => {
-                let Some(ev) = ev else { break };
-                match out.burst(ev, &mut events, sink, &mut seen).await? {
+            read = buffers.read(&mut batch, decode_exec) => {
+                if read.is_err() { break }
+                match out.burst(&mut batch, sink, &mut seen).await? {
                     Flow::More => {}
                     Flow::CountReached => {
                         drain = false;
@@ -246,7 +259,7 @@ async fn follow(
                     let stats = serde_json::json!({
                         "type": "stats", "schema": SCHEMA_VERSION, "events": seen,
                         "lost": *lost, "lost_delta": *lost - last_lost,
-                        "malformed": events.stats().malformed.load(std::sync::atomic::Ordering::Relaxed),
+                        "malformed": buffers.stats().malformed.load(std::sync::atomic::Ordering::Relaxed),
                         "outside_pidns": counters.outside_pidns,
                     });
                     if !(out.stdout.text(stats) && out.stdout.flush()) {
@@ -264,16 +277,16 @@ async fn follow(
     }
     // Detach first (entries, then outcomes: execs in flight are finished or counted) so nothing
     // new arrives, then hand on what the kernel already captured: stopping must not throw away
-    // events sitting in the buffers or the channel. A second signal stops the drain.
+    // events sitting in the buffers. A second signal stops the drain.
     tracer.detach();
     *lost = tracer.lost()?;
     drop(tracer);
     if drain {
         loop {
             tokio::select! {
-                ev = tokio::time::timeout(DRAIN_QUIET, events.recv()) => {
-                    let Ok(Some(ev)) = ev else { break };
-                    match out.burst(ev, &mut events, sink, &mut seen).await? {
+                read = tokio::time::timeout(DRAIN_QUIET, buffers.read(&mut batch, decode_exec)) => {
+                    let Ok(Ok(())) = read else { break };
+                    match out.burst(&mut batch, sink, &mut seen).await? {
                         Flow::More => {}
                         Flow::StdoutClosed if sinks => {}
                         Flow::StdoutClosed | Flow::CountReached => break,
@@ -343,24 +356,27 @@ struct Outputs {
 }
 
 impl Outputs {
-    /// Handles `first` and every event already waiting behind it, then writes their lines out
-    /// in one go. Stops at the first event that ends the run (its flow is returned).
+    /// Handles the events of one wake-up, then writes their lines out in one go. Stops at an
+    /// event that ends the run (`--count`, or stdout closed without a sink); with a sink, a
+    /// closed stdout stops the printing only, the rest still goes to the sink.
     async fn burst(
         &mut self,
-        first: Exec,
-        events: &mut mapscope::exec::EventStream,
+        batch: &mut Vec<Exec>,
         sink: Option<&HttpSink>,
         seen: &mut u64,
     ) -> anyhow::Result<Flow> {
-        let mut next = Some(first);
+        let sinks = sink.is_some() || self.nats.is_some();
         let mut flow = Flow::More;
-        while let Some(ev) = next {
+        for ev in batch.drain(..) {
             *seen += 1;
-            flow = self.handle(ev, sink).await?;
-            if !matches!(flow, Flow::More) {
-                break;
+            match self.handle(ev, sink).await? {
+                Flow::More => {}
+                Flow::StdoutClosed if sinks => flow = Flow::StdoutClosed,
+                end => {
+                    flow = end;
+                    break;
+                }
             }
-            next = events.try_recv();
         }
         if self.print && !self.stdout.flush() {
             self.print = false;
