@@ -1129,6 +1129,66 @@ async fn closed_stdout_with_post_still_delivers() {
     assert_eq!(server.events().len(), 1);
 }
 
+/// Lines reaching stdout after `cli` exits by itself or on SIGTERM (`term`), read to the end.
+async fn lines_at_exit(cli: Cli, term: bool) -> Vec<String> {
+    let Cli { mut child, stdout } = cli;
+    if term {
+        // SAFETY: kill on our own child.
+        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    }
+    let status = timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("mapscope did not exit")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut lines = Vec::new();
+    let mut stdout = stdout;
+    while let Some(l) = timeout(Duration::from_secs(5), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        lines.push(l);
+    }
+    lines
+}
+
+/// stdout is written once per burst of events, not per line: whatever ends the run, every line
+/// printed still reaches stdout before the exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_printed_line_reaches_stdout_at_exit() {
+    let uid = 61040;
+    let uid_s = uid.to_string();
+    // A signal right after the execs: their events are still in the kernel buffer or printed
+    // but unwritten; the drain prints them and the exit writes them out.
+    let mut cli = Cli::start(&["exec", "--uid", &uid_s, "--json", "--interval", "0.2"]).await;
+    cli.next_of("stats").await;
+    exec_seq(uid, 0..30);
+    let events: Vec<serde_json::Value> = lines_at_exit(cli, true)
+        .await
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "exec")
+        .collect();
+    assert_in_order(&events, 30);
+
+    // --count: exactly that many lines, all of them written before the run ends by itself.
+    let mut cli = Cli::start(&["exec", "--uid", &uid_s, "--count", "5"]).await;
+    // The header is written as soon as the tracepoints are attached.
+    assert!(cli.line().await.starts_with("TIME"));
+    exec_seq(uid, 0..8);
+    let lines = lines_at_exit(cli, false).await;
+    let tags: Vec<&str> = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        ["seq-0", "seq-1", "seq-2", "seq-3", "seq-4"],
+        "{lines:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_lost_in_a_crash_are_reported_by_the_next_run() {
     let uid = 61034;

@@ -7,8 +7,9 @@
 //!   and an empty one) through `BPF_PROG_RUN` from 1..=nproc threads pinned to distinct CPUs, and
 //!   times reading (summing) the per-CPU counter from user space;
 //! - `bench transport --kind ring|perf --size 64|1024 --rate R --seconds S [--wakeup-every N]` drives a record
-//!   producer through `BPF_PROG_RUN` at R records/s and reads the records back with the same
-//!   reader shape as `mapscope exec` (see [`read_ring`] / [`read_perf`]).
+//!   producer through `BPF_PROG_RUN` at R records/s and reads the records back with
+//!   `mapscope exec`'s own reader ([`mapscope::exec::reader::Buffers`]), a decoder that copies
+//!   each record standing in for the exec decoder.
 //!
 //! Every result is one JSON line on stdout.
 
@@ -23,15 +24,12 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, PerCpuArray, PerfEventArray, RingBuf, perf::PerfEvent},
+    maps::{Array, MapData, PerCpuArray},
     programs::{RawTracePoint, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
     util::{nr_cpus, online_cpus},
 };
+use mapscope::exec::reader::Buffers;
 use serde_json::json;
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::mpsc,
-};
 
 /// The bench object build.rs leaves beside the families' objects.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
@@ -261,28 +259,33 @@ fn transport(
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let (tx, mut rx) = mpsc::channel::<Box<[u8]>>(4096);
-                let tasks = if kind == "ring" {
-                    vec![tokio::spawn(read_ring(map, tx)?)]
+                let mut buffers = if kind == "ring" {
+                    Buffers::ring(map)?
                 } else {
-                    read_perf(map, perf_pages, tx, Arc::clone(&stats))?
-                        .into_iter()
-                        .map(tokio::spawn)
-                        .collect()
+                    Buffers::perf(map, perf_pages)?
                 };
                 let _ = ready_tx.send(());
                 let cpu0 = thread_cpu();
+                let mut batch = Vec::new();
                 let mut quiet = 0;
-                // The consumer: count and drop, until the producer stopped and 100 ms passed
-                // without a record.
+                // The consumer, in the reader's loop as in `mapscope exec`: count and drop each
+                // wake-up's records, until the producer stopped and 100 ms passed without one.
                 loop {
-                    match tokio::time::timeout(Duration::from_millis(10), rx.recv()).await {
-                        Ok(Some(rec)) => {
-                            std::hint::black_box(&rec);
-                            stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    let copy = |rec: &[u8]| Some(Box::<[u8]>::from(rec));
+                    match tokio::time::timeout(
+                        Duration::from_millis(10),
+                        buffers.read(&mut batch, copy),
+                    )
+                    .await
+                    {
+                        Ok(read) => {
+                            read.context("polling the bench buffers")?;
+                            for rec in batch.drain(..) {
+                                std::hint::black_box(&rec);
+                                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                            }
                             quiet = 0;
                         }
-                        Ok(None) => break,
                         Err(_) => {
                             if stop.load(Ordering::Relaxed) {
                                 quiet += 1;
@@ -296,9 +299,10 @@ fn transport(
                 stats
                     .cpu_ns
                     .store((thread_cpu() - cpu0).as_nanos() as u64, Ordering::Relaxed);
-                for t in tasks {
-                    t.abort();
-                }
+                stats.perf_lost.store(
+                    buffers.stats().perf_lost.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
                 Ok::<_, anyhow::Error>(())
             })
         })
@@ -348,80 +352,4 @@ fn transport(
                "ring_bytes": ring_bytes, "perf_pages_per_cpu": perf_pages})
     );
     Ok(())
-}
-
-/// mapscope's ring reader (`exec/reader.rs`) with the exec decoder swapped for a copy of the
-/// record: wait on the fd, drain everything per wake into a batch, then hand it to a bounded
-/// channel.
-fn read_ring(
-    map: Map,
-    tx: mpsc::Sender<Box<[u8]>>,
-) -> anyhow::Result<impl Future<Output = ()> + use<>> {
-    let ring = RingBuf::try_from(map)?;
-    // SAFETY: RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
-    Ok(async move {
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            let mut batch = Vec::new();
-            {
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    batch.push(Box::<[u8]>::from(&*item));
-                }
-            }
-            guard.clear_ready();
-            for e in batch {
-                if tx.send(e).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-}
-
-/// mapscope's perf reader: one task per CPU buffer, same drain-then-send shape.
-fn read_perf(
-    map: Map,
-    pages: usize,
-    tx: mpsc::Sender<Box<[u8]>>,
-    stats: Arc<ReadStats>,
-) -> anyhow::Result<Vec<impl Future<Output = ()> + use<>>> {
-    let mut perf = PerfEventArray::try_from(map)?;
-    let mut tasks = Vec::new();
-    for cpu in online_cpus().map_err(|(w, e)| anyhow!("{w}: {e}"))? {
-        let buf = perf.open(cpu, Some(pages))?;
-        // SAFETY: the buffer owns its perf fd and keeps it open, unchanged, while it lives.
-        let mut fd = unsafe { AsyncFd::register_with_interest(buf, Interest::READABLE) }?;
-        let (tx, stats) = (tx.clone(), Arc::clone(&stats));
-        tasks.push(async move {
-            loop {
-                let Ok(mut guard) = fd.readable_mut().await else {
-                    return;
-                };
-                let mut batch = Vec::new();
-                guard.get_inner_mut().for_each(|ev| match ev {
-                    PerfEvent::Sample { head, tail } => {
-                        batch.push(if tail.is_empty() {
-                            Box::<[u8]>::from(head)
-                        } else {
-                            [head, tail].concat().into_boxed_slice()
-                        });
-                    }
-                    PerfEvent::Lost { count } => {
-                        stats.perf_lost.fetch_add(count, Ordering::Relaxed);
-                    }
-                });
-                guard.clear_ready();
-                for e in batch {
-                    if tx.send(e).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    Ok(tasks)
 }

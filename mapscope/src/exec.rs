@@ -214,8 +214,15 @@ impl ExecTracer {
         Ok(tracer)
     }
 
-    /// Starts reading events (must run inside a tokio runtime); call once.
+    /// Starts reading events on a task of their own (must run inside a tokio runtime); call
+    /// once, this or [`ExecTracer::buffers`].
     pub fn events(&mut self, capacity: usize) -> Result<EventStream> {
+        Ok(EventStream::spawn(self.buffers()?, capacity))
+    }
+
+    /// The event buffers, for a consumer that reads them in its own loop (must run inside a
+    /// tokio runtime; decode with [`reader::decode_exec`]); call once.
+    pub fn buffers(&mut self) -> Result<reader::Buffers> {
         let name = match self.opts.transport {
             Transport::Ring => MAP_EXEC_RING,
             Transport::Perf => MAP_EXEC_PERF,
@@ -227,8 +234,8 @@ impl ExecTracer {
                 "events already being read from {name}"
             )))?;
         match self.opts.transport {
-            Transport::Ring => reader::ring(map, capacity),
-            Transport::Perf => reader::perf(map, self.opts.perf_pages, capacity),
+            Transport::Ring => reader::Buffers::ring(map),
+            Transport::Perf => reader::Buffers::perf(map, self.opts.perf_pages),
         }
     }
 

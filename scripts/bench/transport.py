@@ -4,7 +4,8 @@ curve above it, and user CPU per record, for 64 B and 1 KiB records.
 
 examples/bench.rs drives a bench-only producer (tc classifier in mapscope-ebpf/src/bench.rs)
 through BPF_PROG_RUN `repeat` at an offered rate and reads the records back with mapscope's
-reader shape (AsyncFd, drain per wake, bounded channel to a consumer) on one thread, whose CPU
+own reader (exec/reader.rs Buffers: AsyncFd, drain per wake, consumer in the same loop, as
+`mapscope exec` reads) on one thread, whose CPU
 time per delivered record is the CPU row. Both transports get the same total buffer memory
 (1 MiB ring; 1 MiB / nproc per CPU for perf). Also: the ring with wake-up batching
 (BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP every 64th record).
@@ -53,7 +54,7 @@ for size in [64, 1024]:
     mid = RATES[min(2, len(RATES) - 1)]
     rows.append(b.row(f"reader CPU per record at {mid // 1000}k records/s, {size} B", med("ring", size, 0, mid, "reader_cpu_ns_per_event"),
                       "perf buffer", med("perf", size, 0, mid, "reader_cpu_ns_per_event"), "ns/record", "lower",
-                      "one reader thread: wake-ups, drain, copy, channel, consume"))
+                      "one reader thread: wake-ups, drain, copy, consume"))
 mid = RATES[min(2, len(RATES) - 1)]
 rows.append(b.row(f"ring reader CPU per record at {mid // 1000}k/s, 64 B, wake-up every 64th record vs every record",
                   med("ring", 64, 64, mid, "reader_cpu_ns_per_event"), "ring, default wake-ups",
@@ -65,5 +66,5 @@ rows.append(b.row("highest zero-loss rate, 64 B, wake-up every 64th record vs ev
 b.write(e, "transport", "Ring buffer vs perf buffer: delivery without loss, loss curve, reader CPU", rows, [
     f"each point: {SECONDS} s of records at the offered rate, {e['rounds']} round(s), medians; producer paced by BPF_PROG_RUN repeat chunks",
     "1 MiB of buffer for each transport (ring: one shared; perf: split per CPU); loss = ring reservations that failed / PERF_RECORD_LOST counts",
-    "the reader mirrors mapscope exec's (exec/reader.rs) with the exec decoder swapped for a copy of the record",
+    "the reader is mapscope's own (exec/reader.rs Buffers, generic over its decoder), with a decoder that copies the record instead of the exec decoder",
 ])

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mapscope::{
-    exec::{Exec, ExecOptions, ExecTracer, Transport, event::SCHEMA_VERSION},
+    exec::{Exec, ExecOptions, ExecTracer, Transport, event::SCHEMA_VERSION, reader::decode_exec},
     sinks::http::{HttpSink, HttpSinkConfig, SinkStats},
 };
 use regex::Regex;
@@ -15,6 +15,8 @@ use super::{
     schedule::{Schedule, ScheduleArgs},
     shutdown::Shutdown,
 };
+
+mod stdout;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -109,11 +111,21 @@ struct UidsArgs {
 pub async fn run(cmd: ExecCommand) -> anyhow::Result<()> {
     match cmd.view {
         Some(ExecView::Uids(args)) => uids(args).await,
-        // On a worker thread, like the reader task: a reader waking the consumer then stays on
-        // one thread (tokio's LIFO slot), not a futex wake of the main thread per event.
-        None => tokio::spawn(trace(cmd.trace))
-            .await
-            .context("exec trace task")?,
+        // On a single-threaded runtime of its own: the reader, the printer and the sinks' tasks
+        // then share one thread, and the multi-threaded runtime's idle workers are never
+        // woken to look for work on each event.
+        None => tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the exec runtime")?;
+            let traced = rt.block_on(trace(cmd.trace));
+            // What was spawned has been finished and awaited by then (the sinks' delivery).
+            rt.shutdown_background();
+            traced
+        })
+        .await
+        .context("exec trace thread")?,
     }
 }
 
@@ -163,6 +175,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         count: args.count,
         shown: 0,
         nats,
+        stdout: stdout::Lines::new(),
     };
     let mut lost = 0;
     // Whatever ends the tracing, an error included, the sink still drains: what it took is
@@ -206,8 +219,11 @@ async fn follow(
         ..ExecOptions::default()
     })
     .context("attaching exec tracepoints")?;
-    let mut events = tracer.events(4096)?;
-    if out.print && !args.json && !print_line(Exec::header()) {
+    // Read in this loop, no reader task or channel in between: a wake-up decodes the burst
+    // the kernel has, then prints it with one write.
+    let mut buffers = tracer.buffers()?;
+    let mut batch = Vec::new();
+    if out.print && !args.json && !(out.stdout.text(Exec::header()) && out.stdout.flush()) {
         out.print = false;
     }
 
@@ -215,12 +231,24 @@ async fn follow(
     let sinks = sink.is_some() || out.nats.is_some();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let (mut seen, mut last_lost, mut drain) = (0u64, 0u64, true);
+    // Closed while reading waits for its time (see PACE). Only the ring is paced: it wakes its
+    // reader once per empty-to-nonempty (perf buffers wake it per event anyway), and only one
+    // large enough for CATCH_UP's margin.
+    let pace = args.transport == Transport::Ring && args.ring_bytes >= PACE_MIN_RING;
+    let gate = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(gate);
+    let (mut gate_open, mut last_read) = (true, None::<tokio::time::Instant>);
     loop {
         tokio::select! {
-            ev = events.recv() => {
-                let Some(ev) = ev else { break };
-                seen += 1;
-                match out.handle(ev, sink).await? {
+            read = buffers.read(&mut batch, decode_exec), if gate_open => {
+                if read.is_err() { break }
+                let now = tokio::time::Instant::now();
+                if pace && batch.len() < CATCH_UP && last_read.is_some_and(|t| now - t < PACE) {
+                    gate.as_mut().reset(now + PACE);
+                    gate_open = false;
+                }
+                last_read = Some(now);
+                match out.burst(&mut batch, sink, &mut seen).await? {
                     Flow::More => {}
                     Flow::CountReached => {
                         drain = false;
@@ -244,10 +272,10 @@ async fn follow(
                     let stats = serde_json::json!({
                         "type": "stats", "schema": SCHEMA_VERSION, "events": seen,
                         "lost": *lost, "lost_delta": *lost - last_lost,
-                        "malformed": events.stats().malformed.load(std::sync::atomic::Ordering::Relaxed),
+                        "malformed": buffers.stats().malformed.load(std::sync::atomic::Ordering::Relaxed),
                         "outside_pidns": counters.outside_pidns,
                     });
-                    if !print_line(stats) {
+                    if !(out.stdout.text(stats) && out.stdout.flush()) {
                         out.print = false;
                         if !sinks {
                             drain = false;
@@ -257,21 +285,22 @@ async fn follow(
                 }
                 last_lost = *lost;
             }
+            () = &mut gate, if !gate_open => gate_open = true,
             () = shutdown.wait() => break,
         }
     }
     // Detach first (entries, then outcomes: execs in flight are finished or counted) so nothing
     // new arrives, then hand on what the kernel already captured: stopping must not throw away
-    // events sitting in the buffers or the channel. A second signal stops the drain.
+    // events sitting in the buffers. A second signal stops the drain.
     tracer.detach();
     *lost = tracer.lost()?;
     drop(tracer);
     if drain {
         loop {
             tokio::select! {
-                ev = tokio::time::timeout(DRAIN_QUIET, events.recv()) => {
-                    let Ok(Some(ev)) = ev else { break };
-                    match out.handle(ev, sink).await? {
+                read = tokio::time::timeout(DRAIN_QUIET, buffers.read(&mut batch, decode_exec)) => {
+                    let Ok(Ok(())) = read else { break };
+                    match out.burst(&mut batch, sink, &mut seen).await? {
                         Flow::More => {}
                         Flow::StdoutClosed if sinks => {}
                         Flow::StdoutClosed | Flow::CountReached => break,
@@ -281,6 +310,7 @@ async fn follow(
             }
         }
     }
+    out.stdout.flush();
     report_lost(*lost, last_lost, period);
     Ok(())
 }
@@ -326,6 +356,21 @@ fn summary(s: &SinkStats) -> String {
 /// How long the buffers must stay empty before shutdown stops draining them.
 const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
+/// Shortest time between two reads while events keep coming: a wake-up less than this after
+/// the previous one waits out the rest before reading again. What arrives meanwhile waits in
+/// the kernel buffer, and the ring buffer wakes its reader only when it was empty, so a busy
+/// host costs one wake-up, one read and one write per PACE instead of per exec. A quiet
+/// stream's events are read at once; under load an event waits at most this long.
+const PACE: Duration = Duration::from_millis(20);
+
+/// A read that brings at least this many events is followed by the next at once: the kernel
+/// buffer fills fast enough that waiting could lose events (64 of the largest events take
+/// under 300 KiB of the default 1 MiB ring).
+const CATCH_UP: usize = 64;
+
+/// Smallest ring read with PACE (smaller ones, chosen with --ring-bytes, are read at once).
+const PACE_MIN_RING: u32 = 1 << 20;
+
 /// Filters each event, then prints it and/or queues it for the web service.
 struct Outputs {
     name: Option<Regex>,
@@ -335,9 +380,42 @@ struct Outputs {
     count: Option<u64>,
     shown: u64,
     nats: Option<mapscope::sinks::nats::NatsSink>,
+    /// Printed lines, written out once per burst of events.
+    stdout: stdout::Lines,
 }
 
 impl Outputs {
+    /// Handles the events of one wake-up, then writes their lines out in one go. Stops at an
+    /// event that ends the run (`--count`, or stdout closed without a sink); with a sink, a
+    /// closed stdout stops the printing only, the rest still goes to the sink.
+    async fn burst(
+        &mut self,
+        batch: &mut Vec<Exec>,
+        sink: Option<&HttpSink>,
+        seen: &mut u64,
+    ) -> anyhow::Result<Flow> {
+        let sinks = sink.is_some() || self.nats.is_some();
+        let mut flow = Flow::More;
+        for ev in batch.drain(..) {
+            *seen += 1;
+            match self.handle(ev, sink).await? {
+                Flow::More => {}
+                Flow::StdoutClosed if sinks => flow = Flow::StdoutClosed,
+                end => {
+                    flow = end;
+                    break;
+                }
+            }
+        }
+        if self.print && !self.stdout.flush() {
+            self.print = false;
+            if matches!(flow, Flow::More) {
+                flow = Flow::StdoutClosed;
+            }
+        }
+        Ok(flow)
+    }
+
     /// Handles one event.
     async fn handle(&mut self, ev: Exec, sink: Option<&HttpSink>) -> anyhow::Result<Flow> {
         if self.failed && ev.ret == 0 {
@@ -349,19 +427,22 @@ impl Outputs {
         {
             return Ok(Flow::More);
         }
-        // Serialized once, whether it goes to stdout, the sink, or both.
-        let json = (self.json || sink.is_some() || self.nats.is_some()).then(|| ev.json());
         let mut flow = Flow::More;
         if self.print {
-            let printed = match &json {
-                Some(j) if self.json => print_line(j),
-                _ => print_line(ev.line()),
+            // Written straight from the event into the burst's buffer.
+            let printed = if self.json {
+                self.stdout
+                    .line(|b| ev.write_json(b).map_err(std::io::Error::from))
+            } else {
+                self.stdout.line(|b| ev.write_line(b))
             };
             if !printed {
                 self.print = false;
                 flow = Flow::StdoutClosed;
             }
         }
+        // Built once for the sinks (they take a `Value`).
+        let json = (sink.is_some() || self.nats.is_some()).then(|| ev.json());
         if let (Some(n), Some(j)) = (&self.nats, &json) {
             n.send(j.clone()).await?;
         }

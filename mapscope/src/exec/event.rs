@@ -120,60 +120,110 @@ impl Exec {
 
     /// One human-readable line: time, comm, pid, ppid, uid, ret, args (marker when cut).
     pub fn line(&self) -> String {
-        let mut args = if self.args.is_empty() {
-            self.filename.clone()
-        } else {
-            self.args.join(" ")
-        };
-        if self.args_truncated || self.filename_truncated {
-            args.push_str(TRUNCATION_MARKER);
-        }
-        let ppid = self.ppid.map_or_else(|| "?".to_string(), |p| p.to_string());
-        format!(
-            "{}  {:<16} {:<8} {:<8} {:<8} {:<4} {}",
-            clock_time(self.time_ns),
+        let mut line = Vec::with_capacity(128);
+        // Writing into a Vec cannot fail, and every piece written is UTF-8.
+        let _ = self.write_line(&mut line);
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// Writes [`Exec::line`] (without a newline) straight to `w`: no intermediate strings.
+    pub fn write_line(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
+        let ppid = Ppid(self.ppid);
+        write!(
+            w,
+            "{}  {:<16} {:<8} {:<8} {:<8} {:<4} ",
+            ClockTime(self.time_ns),
             self.comm,
             self.pid,
             ppid,
             self.uid,
             self.ret,
-            args
-        )
+        )?;
+        if self.args.is_empty() {
+            w.write_all(self.filename.as_bytes())?;
+        }
+        for (i, a) in self.args.iter().enumerate() {
+            if i > 0 {
+                w.write_all(b" ")?;
+            }
+            w.write_all(a.as_bytes())?;
+        }
+        if self.args_truncated || self.filename_truncated {
+            w.write_all(TRUNCATION_MARKER.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Writes [`Exec::json`]'s object (same keys, same order) straight to `w`, without building
     /// a `serde_json::Value` (one allocation per field) or going through `Display`.
     pub fn write_json(&self, w: impl std::io::Write) -> serde_json::Result<()> {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            schema: u32,
-            #[serde(flatten)]
-            exec: &'a Exec,
-            time: String,
-        }
-        serde_json::to_writer(
-            w,
-            &Line {
-                kind: "exec",
-                schema: SCHEMA_VERSION,
-                exec: self,
-                time: rfc3339(self.time_ns),
-            },
-        )
+        serde_json::to_writer(w, &JsonLine::of(self))
     }
 
     /// The JSON object for JSON lines and the web service: the fields plus `type` and `schema`.
     pub fn json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "type": "exec", "schema": SCHEMA_VERSION });
-        if let (Some(obj), Ok(serde_json::Value::Object(fields))) =
-            (v.as_object_mut(), serde_json::to_value(self))
-        {
-            obj.extend(fields);
-            obj.insert("time".into(), rfc3339(self.time_ns).into());
+        serde_json::to_value(JsonLine::of(self)).unwrap_or_default()
+    }
+}
+
+/// The JSON form of an event: `type` and `schema`, the fields, then `time` (RFC 3339).
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: u32,
+    #[serde(flatten)]
+    exec: &'a Exec,
+    time: Rfc3339,
+}
+
+impl<'a> JsonLine<'a> {
+    fn of(exec: &'a Exec) -> Self {
+        Self {
+            kind: "exec",
+            schema: SCHEMA_VERSION,
+            exec,
+            time: Rfc3339(exec.time_ns),
         }
-        v
+    }
+}
+
+/// Unix nanoseconds serialized as an RFC 3339 string (microseconds, UTC), written in place.
+struct Rfc3339(u64);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_micros(
+            UNIX_EPOCH + Duration::from_nanos(self.0),
+        ))
+    }
+}
+
+/// A ppid for the text view: `?` when unknown.
+struct Ppid(Option<u32>);
+
+impl std::fmt::Display for Ppid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => std::fmt::Display::fmt(&p, f),
+            None => f.pad("?"),
+        }
+    }
+}
+
+/// `HH:MM:SS` (UTC) of Unix nanoseconds, for the text view.
+struct ClockTime(u64);
+
+impl std::fmt::Display for ClockTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let day_s = (self.0 / 1_000_000_000) % 86_400;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}",
+            day_s / 3600,
+            day_s / 60 % 60,
+            day_s % 60
+        )
     }
 }
 
@@ -216,16 +266,6 @@ fn boot_to_unix_ns(ktime_ns: u64) -> u64 {
         BOOT_TO_UNIX.store(offset, Ordering::Relaxed);
     }
     (ktime_ns as i64).saturating_add(offset).max(0) as u64
-}
-
-fn rfc3339(unix_ns: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(unix_ns)).to_string()
-}
-
-/// `HH:MM:SS` (UTC) for the text view.
-fn clock_time(unix_ns: u64) -> String {
-    let s = rfc3339(unix_ns);
-    s.get(11..19).unwrap_or("??:??:??").to_string()
 }
 
 #[cfg(test)]
@@ -363,6 +403,24 @@ mod tests {
         assert!(line.ends_with("/bin/true aaa..."), "{line}");
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&cols[1..6], ["true", "42", "1", "1000", "-2"]);
+    }
+
+    #[test]
+    fn line_shows_utc_clock_and_unknown_ppid() {
+        let mut e = decode(&event(&[], FLAG_PPID_UNKNOWN));
+        e.time_ns = (19_000 * 86_400 + 3_600 + 2 * 60 + 3) * 1_000_000_000 + 999;
+        assert_eq!(
+            e.line(),
+            "01:02:03  true             42       ?        1000     -2   /bin/true"
+        );
+        assert!(
+            e.json()["time"]
+                .as_str()
+                .unwrap()
+                .starts_with("2022-01-08T01:02:03.000000"),
+            "{}",
+            e.json()["time"]
+        );
     }
 
     #[test]
