@@ -56,7 +56,9 @@ pub const MAP_STATS_PERCPU: &str = "XDP_STATS_PCPU";
 
 /// Version of the pinned layout under `/sys/fs/bpf/mapscope/xdp/<ifname>/`: bumped whenever a
 /// map, key or value changes, so an older mapscope's pins are reported instead of reused.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: talkers in shared `LruHashMap`s (IPv4 with a 4-byte key in their own map), and the
+/// per-trie rule counts map.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Rule verdict stored in an LPM trie value: the packet is dropped.
 pub const RULE_BLOCK: u32 = 1;
@@ -75,14 +77,14 @@ pub struct RuleValue {
 
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
 
-/// Per-source traffic in the top-talkers LRU, keyed by the 16-byte source address (IPv4 as
-/// IPv4-mapped IPv6, `::ffff:a.b.c.d`, so one map holds both families).
+/// Per-source traffic in the top-talkers LRUs, one shared record per source: IPv4 sources in
+/// their own map keyed by the 4 address bytes, IPv6 sources keyed by the 16.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TalkerRecord {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_boot_ns` of the first and the latest packet.
+    /// CLOCK_MONOTONIC_COARSE nanoseconds (tick resolution) of the first and the latest packet.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
 }
@@ -102,7 +104,7 @@ pub struct XdpMeta {
     pub mode: u32,
     /// Capacity of each of the four rule tries.
     pub rule_capacity: u32,
-    /// Capacity of the talkers LRU.
+    /// Capacity of each talkers LRU (IPv4 and IPv6 sources are in separate maps).
     pub talker_capacity: u32,
     pub _pad: u32,
     /// Unix time of the attach, in seconds.
@@ -132,8 +134,24 @@ pub const MAP_SRC6: &str = "XDP_SRC6";
 pub const MAP_DST6: &str = "XDP_DST6";
 /// Per-rule packets and bytes, per CPU, keyed by [`RuleValue::id`].
 pub const MAP_RULE_STATS: &str = "XDP_RULE_STATS";
-/// Top talkers: LRU hash of source address → [`TalkerRecord`].
+/// Top talkers of IPv6 sources: LRU hash of the 16-byte address → [`TalkerRecord`].
 pub const MAP_TALKERS: &str = "XDP_TALKERS";
+/// Top talkers of IPv4 sources: LRU hash of the 4-byte address → [`TalkerRecord`].
+pub const MAP_TALKERS4: &str = "XDP_TALKERS4";
+/// One-entry array of [`RuleCounts`]: rules per trie, so the program skips empty tries.
+pub const MAP_RULE_COUNT: &str = "XDP_RULE_COUNT";
+
+/// Rules held by each trie, indexed by the `RULE_COUNT_*` constants. Never below the real count
+/// (raised before inserts, lowered after deletes): 0 means the trie is empty.
+pub type RuleCounts = [u32; 4];
+/// Index of [`MAP_SRC4`] in [`RuleCounts`].
+pub const RULE_COUNT_SRC4: usize = 0;
+/// Index of [`MAP_DST4`] in [`RuleCounts`].
+pub const RULE_COUNT_DST4: usize = 1;
+/// Index of [`MAP_SRC6`] in [`RuleCounts`].
+pub const RULE_COUNT_SRC6: usize = 2;
+/// Index of [`MAP_DST6`] in [`RuleCounts`].
+pub const RULE_COUNT_DST6: usize = 3;
 /// One-entry array holding the [`XdpMeta`] layout marker of a pinned attachment.
 pub const MAP_META: &str = "XDP_META";
 /// Per-CPU kernel-side failure counters, keyed by the `ERR_*` constants.

@@ -23,7 +23,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use mapscope_common::xdp::{
-    MAP_DST4, MAP_DST6, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, MAP_TALKERS, StatsRecord,
+    MAP_DST4, MAP_DST6, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, MAP_TALKERS, MAP_TALKERS4, StatsRecord,
     XDP_ACTION_MAX,
 };
 
@@ -77,6 +77,7 @@ pub(crate) fn load(cap: Capacity) -> XdpResult<Ebpf> {
             }
             l.map_max_entries(MAP_RULE_STATS, cap.rules.saturating_mul(4));
             l.map_max_entries(MAP_TALKERS, cap.talkers);
+            l.map_max_entries(MAP_TALKERS4, cap.talkers);
         },
     )?)
 }

@@ -378,7 +378,8 @@ fn stale_pin_directory_is_reported_with_its_cleanup_command() {
 
 #[test]
 fn pins_with_another_layout_are_reported_not_reused() {
-    // An older mapscope's talkers map (shared LRU, another type): aya would silently reuse it.
+    // An older mapscope's talkers map (layout 1: a per-CPU LRU, another type): aya would
+    // silently reuse it.
     let pair = NetnsPair::with_rx_iface("layout", "msfw-layout");
     let _guard = attach(&pair, &[]);
     let pin = pin_dir(&pair).join("talkers");
@@ -390,7 +391,7 @@ fn pins_with_another_layout_are_reported_not_reused() {
             "create",
             pin.to_str().unwrap(),
             "type",
-            "lru_hash",
+            "lru_percpu_hash",
             "key",
             "16",
             "value",
@@ -406,7 +407,7 @@ fn pins_with_another_layout_are_reported_not_reused() {
     assert_one_line_error(
         &out,
         "stale mapscope XDP pins in /sys/fs/bpf/mapscope/xdp/msfw-layout: map talkers has \
-         another definition (Some(LruHash)",
+         another definition (Some(LruPerCpuHash)",
     );
     let out = fails(
         &pair,

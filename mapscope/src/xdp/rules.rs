@@ -13,9 +13,10 @@ use std::{
     str::FromStr,
 };
 
-use aya::maps::{LpmTrie, PerCpuHashMap, PerCpuValues, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, PerCpuHashMap, PerCpuValues, lpm_trie::Key};
 use mapscope_common::xdp::{
-    MAP_DST4, MAP_DST6, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, RULE_ALLOW, RULE_BLOCK, RuleValue,
+    MAP_DST4, MAP_DST6, MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, RULE_ALLOW, RULE_BLOCK,
+    RULE_COUNT_DST4, RULE_COUNT_DST6, RULE_COUNT_SRC4, RULE_COUNT_SRC6, RuleCounts, RuleValue,
     StatsRecord,
 };
 use serde::Serialize;
@@ -171,12 +172,16 @@ fn trie(cidr: &Cidr, dir: Direction) -> &'static str {
     }
 }
 
+/// The four tries, in `RULE_COUNT_*` order.
 const TRIES: [(&str, bool, Direction); 4] = [
     (MAP_SRC4, true, Direction::Src),
     (MAP_DST4, true, Direction::Dst),
     (MAP_SRC6, false, Direction::Src),
     (MAP_DST6, false, Direction::Dst),
 ];
+const _: () = assert!(
+    RULE_COUNT_SRC4 == 0 && RULE_COUNT_DST4 == 1 && RULE_COUNT_SRC6 == 2 && RULE_COUNT_DST6 == 3
+);
 
 /// Every rule of the attachment with its counters, sorted.
 pub fn list(att: &Attachment) -> XdpResult<Vec<RuleEntry>> {
@@ -343,8 +348,13 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
         .iter()
         .filter(|e| !new_keys.contains(&(e.rule.cidr, e.rule.dir)))
         .collect();
-    // Peak size per trie: every old rule plus the new prefixes (removals come last).
-    for (name, _, _) in TRIES {
+    // Peak size per trie: every old rule plus the new prefixes (removals come last). The kernel
+    // skips a trie whose count is 0, so each count is raised to the peak before any insert and
+    // lowered to the final size only after the removals: never below what the trie holds.
+    let mut peak: RuleCounts = [0; 4];
+    let mut last: RuleCounts = [0; 4];
+    for (i, (name, _, _)) in TRIES.iter().enumerate() {
+        let name = *name;
         let used = old
             .iter()
             .filter(|e| trie(&e.rule.cidr, e.rule.dir) == name)
@@ -361,7 +371,10 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
                 fits: cap - used,
             });
         }
+        peak[i] = used + added;
+        last[i] = new.iter().filter(|r| trie(&r.cidr, r.dir) == name).count() as u32;
     }
+    set_counts(att, peak)?;
     let mut ids = IdAllocator::new(old, 4 * cap);
     let mut done: Vec<(Rule, u32)> = Vec::new();
     for r in &writes {
@@ -395,7 +408,14 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
         remove_trie(att, &e.rule)?;
         remove_counter(att, e.id)?;
     }
-    Ok(())
+    set_counts(att, last)
+}
+
+/// Writes the per-trie rule counts the kernel reads to skip empty tries.
+fn set_counts(att: &mut Attachment, counts: RuleCounts) -> XdpResult<()> {
+    let mut map: Array<_, RuleCounts> =
+        Array::try_from(att.maps.get_mut(MAP_RULE_COUNT)).map_err(XdpError::map(MAP_RULE_COUNT))?;
+    map.set(0, counts, 0).map_err(XdpError::map(MAP_RULE_COUNT))
 }
 
 /// Lowest counter ids not used by the old rules.
