@@ -56,8 +56,8 @@ pub const MAP_STATS_PERCPU: &str = "XDP_STATS_PCPU";
 
 /// Version of the pinned layout under `/sys/fs/bpf/mapscope/xdp/<ifname>/`: bumped whenever a
 /// map, key or value changes, so an older mapscope's pins are reported instead of reused.
-/// 2: talkers in shared `LruHashMap`s (IPv4 with a 4-byte key in their own map), and the
-/// per-trie rule counts map.
+/// 2: talkers in shared `LruHashMap`s (IPv4 with a 4-byte key in their own map), host rules in
+/// hashes beside the tries, and the rule counts map.
 pub const LAYOUT_VERSION: u32 = 2;
 
 /// Rule verdict stored in an LPM trie value: the packet is dropped.
@@ -132,18 +132,31 @@ pub const MAP_DST4: &str = "XDP_DST4";
 pub const MAP_SRC6: &str = "XDP_SRC6";
 /// Rule trie of IPv6 destination prefixes.
 pub const MAP_DST6: &str = "XDP_DST6";
+/// Host rules (/32) of IPv4 sources: hash of the 4 address bytes → [`RuleValue`]; checked
+/// before [`MAP_SRC4`] (an exact match is the longest prefix).
+pub const MAP_SRC4_HOST: &str = "XDP_SRC4_HOST";
+/// Host rules (/32) of IPv4 destinations.
+pub const MAP_DST4_HOST: &str = "XDP_DST4_HOST";
+/// Host rules (/128) of IPv6 sources: hash of the 16 address bytes → [`RuleValue`].
+pub const MAP_SRC6_HOST: &str = "XDP_SRC6_HOST";
+/// Host rules (/128) of IPv6 destinations.
+pub const MAP_DST6_HOST: &str = "XDP_DST6_HOST";
 /// Per-rule packets and bytes, per CPU, keyed by [`RuleValue::id`].
 pub const MAP_RULE_STATS: &str = "XDP_RULE_STATS";
 /// Top talkers of IPv6 sources: LRU hash of the 16-byte address → [`TalkerRecord`].
 pub const MAP_TALKERS: &str = "XDP_TALKERS";
 /// Top talkers of IPv4 sources: LRU hash of the 4-byte address → [`TalkerRecord`].
 pub const MAP_TALKERS4: &str = "XDP_TALKERS4";
-/// One-entry array of [`RuleCounts`]: rules per trie, so the program skips empty tries.
+/// One-entry array of [`RuleCounts`]: rules per trie and host hash, so the program skips empty
+/// ones.
 pub const MAP_RULE_COUNT: &str = "XDP_RULE_COUNT";
 
-/// Rules held by each trie, indexed by the `RULE_COUNT_*` constants. Never below the real count
-/// (raised before inserts, lowered after deletes): 0 means the trie is empty.
-pub type RuleCounts = [u32; 4];
+/// Rules held by each trie (prefixes shorter than a host) and each host hash (/32, /128), indexed
+/// by the `RULE_COUNT_*` constants (a host hash at `RULE_COUNT_HOSTS +` its trie's index). Never
+/// below the real count (raised before inserts, lowered after deletes): 0 means empty.
+pub type RuleCounts = [u32; 8];
+/// Offset of the host hashes' counts in [`RuleCounts`].
+pub const RULE_COUNT_HOSTS: usize = 4;
 /// Index of [`MAP_SRC4`] in [`RuleCounts`].
 pub const RULE_COUNT_SRC4: usize = 0;
 /// Index of [`MAP_DST4`] in [`RuleCounts`].

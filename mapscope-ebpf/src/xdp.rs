@@ -19,13 +19,14 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use mapscope_common::xdp::{
     DEFAULT_RULE_CAPACITY, DEFAULT_TALKER_CAPACITY, ERR_MAX, ERR_RULE_STATS_MISSING,
-    ERR_TALKER_INSERT, RULE_BLOCK, RULE_COUNT_DST4, RULE_COUNT_DST6, RULE_COUNT_SRC4,
-    RULE_COUNT_SRC6, RuleCounts, RuleValue, StatsRecord, TalkerRecord, XDP_ACTION_MAX, XdpMeta,
+    ERR_TALKER_INSERT, RULE_BLOCK, RULE_COUNT_DST4, RULE_COUNT_DST6, RULE_COUNT_HOSTS,
+    RULE_COUNT_SRC4, RULE_COUNT_SRC6, RuleCounts, RuleValue, StatsRecord, TalkerRecord,
+    XDP_ACTION_MAX, XdpMeta,
 };
 use mapscope_ebpf::counter::atomic_add;
 
@@ -52,6 +53,22 @@ static XDP_SRC6: LpmTrie<[u8; 16], RuleValue> =
 static XDP_DST6: LpmTrie<[u8; 16], RuleValue> =
     LpmTrie::with_max_entries(DEFAULT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
 
+// Host rules (/32, /128) live in hashes beside the tries: an exact match is the longest prefix
+// there is, and a hash lookup (inlined by the verifier, key read in place from the packet) costs
+// a fraction of a trie walk. Blocklists are mostly single addresses.
+#[map(name = "XDP_SRC4_HOST")]
+static XDP_SRC4_HOST: HashMap<[u8; 4], RuleValue> =
+    HashMap::with_max_entries(DEFAULT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
+#[map(name = "XDP_DST4_HOST")]
+static XDP_DST4_HOST: HashMap<[u8; 4], RuleValue> =
+    HashMap::with_max_entries(DEFAULT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
+#[map(name = "XDP_SRC6_HOST")]
+static XDP_SRC6_HOST: HashMap<[u8; 16], RuleValue> =
+    HashMap::with_max_entries(DEFAULT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
+#[map(name = "XDP_DST6_HOST")]
+static XDP_DST6_HOST: HashMap<[u8; 16], RuleValue> =
+    HashMap::with_max_entries(DEFAULT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
+
 /// Per-rule counters, per CPU (no shared cache line on the drop path). Not preallocated: memory
 /// follows the rules present, not 4 × capacity × CPUs. User space inserts a rule's zeroed record
 /// before the rule and deletes it after, so the program only ever updates in place.
@@ -59,9 +76,9 @@ static XDP_DST6: LpmTrie<[u8; 16], RuleValue> =
 static XDP_RULE_STATS: PerCpuHashMap<u32, StatsRecord> =
     PerCpuHashMap::with_max_entries(4 * DEFAULT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// Rules per trie (`RULE_COUNT_*` index the value): a trie counted empty is not looked up. User
-/// space raises a count before inserting rules and lowers it after deleting them, so a count is
-/// never below what its trie holds.
+/// Rules per trie and per host hash (`RULE_COUNT_*` index the value): a map counted empty is not
+/// looked up. User space raises a count before inserting rules and lowers it after deleting them,
+/// so a count is never below what its map holds.
 #[map(name = "XDP_RULE_COUNT")]
 static XDP_RULE_COUNT: Array<RuleCounts> = Array::with_max_entries(1, 0);
 
@@ -136,64 +153,38 @@ fn filter(ctx: &XdpContext) -> u32 {
         if l3 + 20 > end {
             return xdp_action::XDP_PASS;
         }
-        // SAFETY: l3 + 20 <= data_end was checked above.
+        // Addresses are read in place from the packet (helpers take packet pointers as keys):
+        // no copy to the stack unless a trie needs its key.
+        // SAFETY: l3 + 20 <= data_end was checked above; [u8; 4] has alignment 1.
         let (src, dst) = unsafe {
             (
-                *((l3 + 12) as *const [u8; 4]),
-                *((l3 + 16) as *const [u8; 4]),
+                &*((l3 + 12) as *const [u8; 4]),
+                &*((l3 + 16) as *const [u8; 4]),
             )
         };
-        // The talker key is read in place from the packet (helpers take packet pointers as
-        // keys): no copy to the stack.
-        // SAFETY: in bounds as above; [u8; 4] has alignment 1.
-        talk(
-            &XDP_TALKERS4,
-            unsafe { &*((l3 + 12) as *const [u8; 4]) },
-            bytes,
-        );
-        let counts = rule_counts();
+        talk(&XDP_TALKERS4, src, bytes);
+        let n = rule_counts();
         verdict(
-            if counts[RULE_COUNT_SRC4] != 0 {
-                XDP_SRC4.get(Key::new(32, src))
-            } else {
-                None
-            },
-            if counts[RULE_COUNT_DST4] != 0 {
-                XDP_DST4.get(Key::new(32, dst))
-            } else {
-                None
-            },
+            rule(&XDP_SRC4_HOST, &XDP_SRC4, &n, RULE_COUNT_SRC4, src),
+            rule(&XDP_DST4_HOST, &XDP_DST4, &n, RULE_COUNT_DST4, dst),
             bytes,
         )
     } else if proto == ETH_P_IPV6 {
         if l3 + 40 > end {
             return xdp_action::XDP_PASS;
         }
-        // SAFETY: l3 + 40 <= data_end was checked above.
+        // SAFETY: l3 + 40 <= data_end was checked above; [u8; 16] has alignment 1.
         let (src, dst) = unsafe {
             (
-                *((l3 + 8) as *const [u8; 16]),
-                *((l3 + 24) as *const [u8; 16]),
+                &*((l3 + 8) as *const [u8; 16]),
+                &*((l3 + 24) as *const [u8; 16]),
             )
         };
-        // SAFETY: in bounds as above; [u8; 16] has alignment 1.
-        talk(
-            &XDP_TALKERS,
-            unsafe { &*((l3 + 8) as *const [u8; 16]) },
-            bytes,
-        );
-        let counts = rule_counts();
+        talk(&XDP_TALKERS, src, bytes);
+        let n = rule_counts();
         verdict(
-            if counts[RULE_COUNT_SRC6] != 0 {
-                XDP_SRC6.get(Key::new(128, src))
-            } else {
-                None
-            },
-            if counts[RULE_COUNT_DST6] != 0 {
-                XDP_DST6.get(Key::new(128, dst))
-            } else {
-                None
-            },
+            rule(&XDP_SRC6_HOST, &XDP_SRC6, &n, RULE_COUNT_SRC6, src),
+            rule(&XDP_DST6_HOST, &XDP_DST6, &n, RULE_COUNT_DST6, dst),
             bytes,
         )
     } else {
@@ -201,12 +192,35 @@ fn filter(ctx: &XdpContext) -> u32 {
     }
 }
 
-/// Rules per trie; a missing entry (never: an array's one slot always exists) looks up every trie.
+/// Rules per map; a missing entry (never: an array's one slot always exists) looks up every map.
 #[inline(always)]
 fn rule_counts() -> RuleCounts {
     match XDP_RULE_COUNT.get(0) {
         Some(c) => *c,
-        None => [u32::MAX; 4],
+        None => [u32::MAX; 8],
+    }
+}
+
+/// The rule deciding `addr` in one direction (trie index `t`): its host rule if there is one
+/// (the longest prefix possible), else the trie's longest matching prefix.
+#[inline(always)]
+fn rule<const N: usize>(
+    hosts: &'static HashMap<[u8; N], RuleValue>,
+    trie: &'static LpmTrie<[u8; N], RuleValue>,
+    n: &RuleCounts,
+    t: usize,
+    addr: &[u8; N],
+) -> Option<&'static RuleValue> {
+    if n[RULE_COUNT_HOSTS + t] != 0 {
+        // SAFETY: the value of a successful lookup stays valid while we run; only read.
+        if let Some(r) = unsafe { hosts.get(addr) } {
+            return Some(r);
+        }
+    }
+    if n[t] != 0 {
+        trie.get(Key::new(N as u32 * 8, *addr))
+    } else {
+        None
     }
 }
 

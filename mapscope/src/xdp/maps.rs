@@ -6,8 +6,9 @@ use std::path::Path;
 
 use aya::maps::{Map, MapData, MapType};
 use mapscope_common::xdp::{
-    ERR_MAX, MAP_DST4, MAP_DST6, MAP_ERRORS, MAP_META, MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4,
-    MAP_SRC6, MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, MAP_TALKERS4, RuleCounts, RuleValue,
+    ERR_MAX, MAP_DST4, MAP_DST4_HOST, MAP_DST6, MAP_DST6_HOST, MAP_ERRORS, MAP_META,
+    MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4, MAP_SRC4_HOST, MAP_SRC6, MAP_SRC6_HOST,
+    MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, MAP_TALKERS4, RuleCounts, RuleValue,
     StatsRecord, TalkerRecord, XDP_ACTION_MAX, XdpMeta,
 };
 
@@ -62,7 +63,7 @@ const STATS: u32 = size_of::<StatsRecord>() as u32;
 const TALKER: u32 = size_of::<TalkerRecord>() as u32;
 
 /// Every map of layout version 2 (`LAYOUT_VERSION`), in pin order (the meta marker first).
-pub const DEFS: [MapDef; 12] = [
+pub const DEFS: [MapDef; 16] = [
     def(
         "meta",
         MAP_META,
@@ -122,6 +123,42 @@ pub const DEFS: [MapDef; 12] = [
         MAP_DST6,
         MapType::LpmTrie,
         LPM6_KEY,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
+        "src4_host",
+        MAP_SRC4_HOST,
+        MapType::Hash,
+        4,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
+        "dst4_host",
+        MAP_DST4_HOST,
+        MapType::Hash,
+        4,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
+        "src6_host",
+        MAP_SRC6_HOST,
+        MapType::Hash,
+        16,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
+        "dst6_host",
+        MAP_DST6_HOST,
+        MapType::Hash,
+        16,
         RULE,
         NO_PREALLOC,
         |c| c.rules,

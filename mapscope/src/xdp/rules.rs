@@ -13,10 +13,11 @@ use std::{
     str::FromStr,
 };
 
-use aya::maps::{Array, LpmTrie, PerCpuHashMap, PerCpuValues, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, PerCpuHashMap, PerCpuValues, lpm_trie::Key};
 use mapscope_common::xdp::{
-    MAP_DST4, MAP_DST6, MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, RULE_ALLOW, RULE_BLOCK,
-    RULE_COUNT_DST4, RULE_COUNT_DST6, RULE_COUNT_SRC4, RULE_COUNT_SRC6, RuleCounts, RuleValue,
+    MAP_DST4, MAP_DST4_HOST, MAP_DST6, MAP_DST6_HOST, MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4,
+    MAP_SRC4_HOST, MAP_SRC6, MAP_SRC6_HOST, RULE_ALLOW, RULE_BLOCK, RULE_COUNT_DST4,
+    RULE_COUNT_DST6, RULE_COUNT_HOSTS, RULE_COUNT_SRC4, RULE_COUNT_SRC6, RuleCounts, RuleValue,
     StatsRecord,
 };
 use serde::Serialize;
@@ -172,12 +173,29 @@ fn trie(cidr: &Cidr, dir: Direction) -> &'static str {
     }
 }
 
-/// The four tries, in `RULE_COUNT_*` order.
-const TRIES: [(&str, bool, Direction); 4] = [
-    (MAP_SRC4, true, Direction::Src),
-    (MAP_DST4, true, Direction::Dst),
-    (MAP_SRC6, false, Direction::Src),
-    (MAP_DST6, false, Direction::Dst),
+/// A host rule (/32, /128) lives in the hash beside its trie: the kernel checks it first.
+fn is_host(cidr: &Cidr) -> bool {
+    u32::from(cidr.len) == if cidr.addr.is_ipv4() { 32 } else { 128 }
+}
+
+/// The map a rule is stored in: its trie, or the trie's host hash.
+fn map_of(cidr: &Cidr, dir: Direction) -> &'static str {
+    let t = trie(cidr, dir);
+    if !is_host(cidr) {
+        return t;
+    }
+    TRIES
+        .iter()
+        .find(|(name, ..)| *name == t)
+        .map_or(t, |(_, host, ..)| host)
+}
+
+/// The four tries with their host hashes, in `RULE_COUNT_*` order.
+const TRIES: [(&str, &str, bool, Direction); 4] = [
+    (MAP_SRC4, MAP_SRC4_HOST, true, Direction::Src),
+    (MAP_DST4, MAP_DST4_HOST, true, Direction::Dst),
+    (MAP_SRC6, MAP_SRC6_HOST, false, Direction::Src),
+    (MAP_DST6, MAP_DST6_HOST, false, Direction::Dst),
 ];
 const _: () = assert!(
     RULE_COUNT_SRC4 == 0 && RULE_COUNT_DST4 == 1 && RULE_COUNT_SRC6 == 2 && RULE_COUNT_DST6 == 3
@@ -193,7 +211,7 @@ pub fn list_maps(maps: &XdpMaps) -> XdpResult<Vec<RuleEntry>> {
     let stats: PerCpuHashMap<_, u32, StatsRecord> =
         PerCpuHashMap::try_from(maps.get(MAP_RULE_STATS)).map_err(XdpError::map(MAP_RULE_STATS))?;
     let mut out = Vec::new();
-    for (name, v4, dir) in TRIES {
+    for (name, host, v4, dir) in TRIES {
         let mut push = |addr: IpAddr, len: u32, v: RuleValue| {
             let rec = stats
                 .get(&v.id, 0)
@@ -224,12 +242,24 @@ pub fn list_maps(maps: &XdpMaps) -> XdpResult<Vec<RuleEntry>> {
                 let (k, v) = item.map_err(XdpError::map(name))?;
                 push(IpAddr::from(k.data()), k.prefix_len(), v);
             }
+            let h: HashMap<_, [u8; 4], RuleValue> =
+                HashMap::try_from(maps.get(host)).map_err(XdpError::map(host))?;
+            for item in h.iter() {
+                let (k, v) = item.map_err(XdpError::map(host))?;
+                push(IpAddr::from(k), 32, v);
+            }
         } else {
             let t: LpmTrie<_, [u8; 16], RuleValue> =
                 LpmTrie::try_from(maps.get(name)).map_err(XdpError::map(name))?;
             for item in t.iter() {
                 let (k, v) = item.map_err(XdpError::map(name))?;
                 push(IpAddr::from(k.data()), k.prefix_len(), v);
+            }
+            let h: HashMap<_, [u8; 16], RuleValue> =
+                HashMap::try_from(maps.get(host)).map_err(XdpError::map(host))?;
+            for item in h.iter() {
+                let (k, v) = item.map_err(XdpError::map(host))?;
+                push(IpAddr::from(k), 128, v);
             }
         }
     }
@@ -351,9 +381,9 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
     // Peak size per trie: every old rule plus the new prefixes (removals come last). The kernel
     // skips a trie whose count is 0, so each count is raised to the peak before any insert and
     // lowered to the final size only after the removals: never below what the trie holds.
-    let mut peak: RuleCounts = [0; 4];
-    let mut last: RuleCounts = [0; 4];
-    for (i, (name, _, _)) in TRIES.iter().enumerate() {
+    let mut peak: RuleCounts = [0; 8];
+    let mut last: RuleCounts = [0; 8];
+    for (i, (name, ..)) in TRIES.iter().enumerate() {
         let name = *name;
         let used = old
             .iter()
@@ -371,8 +401,37 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
                 fits: cap - used,
             });
         }
-        peak[i] = used + added;
-        last[i] = new.iter().filter(|r| trie(&r.cidr, r.dir) == name).count() as u32;
+        // The same counts split between the trie and its host hash, for the kernel's skip.
+        let hosts = |rules: &mut dyn Iterator<Item = &Cidr>| {
+            rules.fold([0u32; 2], |mut n, c| {
+                n[usize::from(is_host(c))] += 1;
+                n
+            })
+        };
+        let old_n = hosts(
+            &mut old
+                .iter()
+                .filter(|e| trie(&e.rule.cidr, e.rule.dir) == name)
+                .map(|e| &e.rule.cidr),
+        );
+        let added_n = hosts(
+            &mut writes
+                .iter()
+                .filter(|r| {
+                    trie(&r.cidr, r.dir) == name && !old_by_key.contains_key(&(r.cidr, r.dir))
+                })
+                .map(|r| &r.cidr),
+        );
+        let new_n = hosts(
+            &mut new
+                .iter()
+                .filter(|r| trie(&r.cidr, r.dir) == name)
+                .map(|r| &r.cidr),
+        );
+        peak[i] = old_n[0] + added_n[0];
+        peak[RULE_COUNT_HOSTS + i] = old_n[1] + added_n[1];
+        last[i] = new_n[0];
+        last[RULE_COUNT_HOSTS + i] = new_n[1];
     }
     set_counts(att, peak)?;
     let mut ids = IdAllocator::new(old, 4 * cap);
@@ -463,13 +522,24 @@ fn write_rule(att: &mut Attachment, r: &Rule, id: u32) -> XdpResult<()> {
 }
 
 fn set_trie(att: &mut Attachment, r: &Rule, id: u32) -> XdpResult<()> {
-    let name = trie(&r.cidr, r.dir);
+    let name = map_of(&r.cidr, r.dir);
     let value = RuleValue {
         action: r.verdict.value(),
         id,
     };
     let len = u32::from(r.cidr.len);
+    let host = is_host(&r.cidr);
     let res = match r.cidr.addr {
+        IpAddr::V4(a) if host => {
+            let mut h: HashMap<_, [u8; 4], RuleValue> =
+                HashMap::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
+            h.insert(a.octets(), value, 0)
+        }
+        IpAddr::V6(a) if host => {
+            let mut h: HashMap<_, [u8; 16], RuleValue> =
+                HashMap::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
+            h.insert(a.octets(), value, 0)
+        }
         IpAddr::V4(a) => {
             let mut t: LpmTrie<_, [u8; 4], RuleValue> =
                 LpmTrie::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
@@ -485,9 +555,20 @@ fn set_trie(att: &mut Attachment, r: &Rule, id: u32) -> XdpResult<()> {
 }
 
 fn remove_trie(att: &mut Attachment, r: &Rule) -> XdpResult<()> {
-    let name = trie(&r.cidr, r.dir);
+    let name = map_of(&r.cidr, r.dir);
     let len = u32::from(r.cidr.len);
+    let host = is_host(&r.cidr);
     let res = match r.cidr.addr {
+        IpAddr::V4(a) if host => {
+            let mut h: HashMap<_, [u8; 4], RuleValue> =
+                HashMap::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
+            h.remove(&a.octets())
+        }
+        IpAddr::V6(a) if host => {
+            let mut h: HashMap<_, [u8; 16], RuleValue> =
+                HashMap::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
+            h.remove(&a.octets())
+        }
         IpAddr::V4(a) => {
             let mut t: LpmTrie<_, [u8; 4], RuleValue> =
                 LpmTrie::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
