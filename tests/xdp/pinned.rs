@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use mapscope_common::xdp::LAYOUT_VERSION;
+
 use crate::{
     firewall::Detach,
     frames::{ip, times, udp},
@@ -423,6 +425,63 @@ fn pins_with_another_layout_are_reported_not_reused() {
     assert_one_line_error(
         &out,
         "remove them with `mapscope xdp detach --iface msfw-layout`",
+    );
+    ok(&pair, &["xdp", "detach", "--iface", &pair.rx_iface]);
+    assert!(!pin_dir(&pair).exists());
+    assert!(!pair.rx_has_xdp());
+}
+
+#[test]
+fn pins_of_an_older_layout_version_are_reported_not_reused() {
+    // The marker of an older mapscope (layout 1: per-CPU talkers, no host-rule hashes) in an
+    // otherwise current directory: the version alone must stop any reuse.
+    let pair = NetnsPair::with_rx_iface("layoutv", "msfw-layoutv");
+    let _guard = attach(&pair, &[]);
+    let meta = pin_dir(&pair).join("meta");
+    let meta = meta.to_str().unwrap();
+    let out = run(BIN, &["map", "get", "pinned", meta, "key", "u32:0"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut value: Vec<String> = text
+        .split("value:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no value in {text:?}"))
+        .split_whitespace()
+        .map(|b| format!("0x{b}"))
+        .collect();
+    assert_eq!(value.len(), 40, "{text}");
+    assert_eq!(
+        value[..4],
+        LAYOUT_VERSION.to_ne_bytes().map(|b| format!("0x{b:02x}"))
+    );
+    value[..4].clone_from_slice(&1u32.to_ne_bytes().map(|b| format!("0x{b:02x}")));
+    let mut args = vec!["map", "set", "pinned", meta, "key", "u32:0", "value"];
+    args.extend(value.iter().map(String::as_str));
+    run(BIN, &args);
+    let out = fails(
+        &pair,
+        &["xdp", "stats", "--iface", &pair.rx_iface, "--count", "1"],
+    );
+    assert_one_line_error(
+        &out,
+        &format!(
+            "stale mapscope XDP pins in /sys/fs/bpf/mapscope/xdp/msfw-layoutv: layout version 1 \
+             (this mapscope uses {LAYOUT_VERSION})"
+        ),
+    );
+    let out = fails(
+        &pair,
+        &[
+            "xdp",
+            "allow",
+            "add",
+            "10.213.1.1",
+            "--iface",
+            &pair.rx_iface,
+        ],
+    );
+    assert_one_line_error(
+        &out,
+        "remove them with `mapscope xdp detach --iface msfw-layoutv`",
     );
     ok(&pair, &["xdp", "detach", "--iface", &pair.rx_iface]);
     assert!(!pin_dir(&pair).exists());
