@@ -57,8 +57,9 @@ pub const MAP_STATS_PERCPU: &str = "XDP_STATS_PCPU";
 /// Version of the pinned layout under `/sys/fs/bpf/mapscope/xdp/<ifname>/`: bumped whenever a
 /// map, key or value changes, so an older mapscope's pins are reported instead of reused.
 /// 2: talkers in shared `LruHashMap`s (IPv4 with a 4-byte key in their own map), host rules in
-/// hashes beside the tries, and the rule counts map.
-pub const LAYOUT_VERSION: u32 = 2;
+/// hashes beside the tries, and the rule counts map; 3: talker values are [`TalkerEntry`] (the
+/// source's cached rule) and the counts carry the rules generation.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Rule verdict stored in an LPM trie value: the packet is dropped.
 pub const RULE_BLOCK: u32 = 1;
@@ -91,6 +92,20 @@ pub struct TalkerRecord {
 
 const _: () = assert!(core::mem::size_of::<TalkerRecord>() == 32);
 
+/// The value of the talkers maps: the source's counters, and the source rule that decided its
+/// packets, cached so a known source skips its source lookups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TalkerEntry {
+    pub rec: TalkerRecord,
+    /// `generation << 32 | rule`, one 64-bit store so no CPU sees half of it: valid while the
+    /// rules generation ([`RULE_GENERATION`]) is unchanged; `rule` 0 = no source rule, else
+    /// `id + 1` with bit 31 set for a block rule.
+    pub src_rule: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TalkerEntry>() == 40);
+
 /// What a pinned attachment is, written once at attach into the one-entry `meta` map: the
 /// layout marker user space checks before reusing any pin (bpffs holds no regular files).
 #[repr(C)]
@@ -122,7 +137,7 @@ pub const ERR_RULE_STATS_MISSING: u32 = 1;
 /// Number of error counters.
 pub const ERR_MAX: u32 = 2;
 
-crate::impl_pod!(RuleValue, TalkerRecord, XdpMeta);
+crate::impl_pod!(RuleValue, TalkerRecord, TalkerEntry, XdpMeta);
 
 /// Rule trie of IPv4 source prefixes (key: prefix length + 4 network-order bytes).
 pub const MAP_SRC4: &str = "XDP_SRC4";
@@ -154,9 +169,13 @@ pub const MAP_RULE_COUNT: &str = "XDP_RULE_COUNT";
 /// Rules held by each trie (prefixes shorter than a host) and each host hash (/32, /128), indexed
 /// by the `RULE_COUNT_*` constants (a host hash at `RULE_COUNT_HOSTS +` its trie's index). Never
 /// below the real count (raised before inserts, lowered after deletes): 0 means empty.
-pub type RuleCounts = [u32; 8];
+/// Slot 8 is the rules generation, bumped by user space before and after every rule change: a
+/// talker's cached source rule from another generation is looked up again. Slot 9 is padding.
+pub type RuleCounts = [u32; 10];
 /// Offset of the host hashes' counts in [`RuleCounts`].
 pub const RULE_COUNT_HOSTS: usize = 4;
+/// Index of the rules generation in [`RuleCounts`].
+pub const RULE_GENERATION: usize = 8;
 /// Index of [`MAP_SRC4`] in [`RuleCounts`].
 pub const RULE_COUNT_SRC4: usize = 0;
 /// Index of [`MAP_DST4`] in [`RuleCounts`].

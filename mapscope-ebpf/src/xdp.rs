@@ -4,9 +4,11 @@
 //! basic03/basic04).
 //!
 //! Per-packet cost (measured through `BPF_PROG_RUN`, `scripts/bench/xdp-filter.sh`, history in
-//! `scripts/bench/HISTORY.md`): a trie known empty from `XDP_RULE_COUNT` is not looked up, the
-//! talker update is one inlined shared-LRU lookup plus two atomic adds in place (IPv4 keyed by its
-//! 4 bytes), and the clock helper runs once per jiffy per CPU, not per packet.
+//! `scripts/bench/HISTORY.md`): a map known empty from `XDP_RULE_COUNT` is not looked up, host
+//! rules are a hash lookup before any trie walk, the talker update is one inlined shared-LRU
+//! lookup plus two atomic adds in place (IPv4 keyed by its 4 bytes) and its record caches the
+//! source's rule for the current rules generation (a known source makes no source lookup), and
+//! the clock helper runs once per jiffy per CPU, not per packet.
 //!
 //! Verdict: the source tries are consulted first, then the destination tries; in each, the
 //! longest matching prefix decides. A matching `block` drops the packet and is counted; a
@@ -24,9 +26,9 @@ use aya_ebpf::{
 };
 use mapscope_common::xdp::{
     DEFAULT_RULE_CAPACITY, DEFAULT_TALKER_CAPACITY, ERR_MAX, ERR_RULE_STATS_MISSING,
-    ERR_TALKER_INSERT, RULE_BLOCK, RULE_COUNT_DST4, RULE_COUNT_DST6, RULE_COUNT_HOSTS,
-    RULE_COUNT_SRC4, RULE_COUNT_SRC6, RuleCounts, RuleValue, StatsRecord, TalkerRecord,
-    XDP_ACTION_MAX, XdpMeta,
+    ERR_TALKER_INSERT, RULE_ALLOW, RULE_BLOCK, RULE_COUNT_DST4, RULE_COUNT_DST6, RULE_COUNT_HOSTS,
+    RULE_COUNT_SRC4, RULE_COUNT_SRC6, RULE_GENERATION, RuleCounts, RuleValue, StatsRecord,
+    TalkerEntry, TalkerRecord, XDP_ACTION_MAX, XdpMeta,
 };
 use mapscope_ebpf::counter::atomic_add;
 
@@ -86,13 +88,13 @@ static XDP_RULE_COUNT: Array<RuleCounts> = Array::with_max_entries(1, 0);
 /// lookup is inlined by the verifier, the per-CPU one is a call; measured in
 /// `mapscope::xdp::talkers`).
 #[map(name = "XDP_TALKERS")]
-static XDP_TALKERS: LruHashMap<[u8; 16], TalkerRecord> =
+static XDP_TALKERS: LruHashMap<[u8; 16], TalkerEntry> =
     LruHashMap::with_max_entries(DEFAULT_TALKER_CAPACITY, 0);
 
 /// Top talkers of IPv4 sources, keyed by the 4 address bytes: hashing and comparing a 4-byte key
 /// instead of a 16-byte IPv4-mapped one measured ≈ 18 ns less per packet.
 #[map(name = "XDP_TALKERS4")]
-static XDP_TALKERS4: LruHashMap<[u8; 4], TalkerRecord> =
+static XDP_TALKERS4: LruHashMap<[u8; 4], TalkerEntry> =
     LruHashMap::with_max_entries(DEFAULT_TALKER_CAPACITY, 0);
 
 /// This CPU's last (jiffies, CLOCK_MONOTONIC_COARSE ns): the clock helper is called only when
@@ -162,10 +164,12 @@ fn filter(ctx: &XdpContext) -> u32 {
                 &*((l3 + 16) as *const [u8; 4]),
             )
         };
-        talk(&XDP_TALKERS4, src, bytes);
         let n = rule_counts();
+        let src_rule = talk(&XDP_TALKERS4, src, bytes, n[RULE_GENERATION], || {
+            rule(&XDP_SRC4_HOST, &XDP_SRC4, &n, RULE_COUNT_SRC4, src)
+        });
         verdict(
-            rule(&XDP_SRC4_HOST, &XDP_SRC4, &n, RULE_COUNT_SRC4, src),
+            src_rule,
             rule(&XDP_DST4_HOST, &XDP_DST4, &n, RULE_COUNT_DST4, dst),
             bytes,
         )
@@ -180,10 +184,12 @@ fn filter(ctx: &XdpContext) -> u32 {
                 &*((l3 + 24) as *const [u8; 16]),
             )
         };
-        talk(&XDP_TALKERS, src, bytes);
         let n = rule_counts();
+        let src_rule = talk(&XDP_TALKERS, src, bytes, n[RULE_GENERATION], || {
+            rule(&XDP_SRC6_HOST, &XDP_SRC6, &n, RULE_COUNT_SRC6, src)
+        });
         verdict(
-            rule(&XDP_SRC6_HOST, &XDP_SRC6, &n, RULE_COUNT_SRC6, src),
+            src_rule,
             rule(&XDP_DST6_HOST, &XDP_DST6, &n, RULE_COUNT_DST6, dst),
             bytes,
         )
@@ -197,7 +203,8 @@ fn filter(ctx: &XdpContext) -> u32 {
 fn rule_counts() -> RuleCounts {
     match XDP_RULE_COUNT.get(0) {
         Some(c) => *c,
-        None => [u32::MAX; 8],
+        // Every map looked up; generation u32::MAX is never cached (see `talk`).
+        None => [u32::MAX; 10],
     }
 }
 
@@ -210,19 +217,24 @@ fn rule<const N: usize>(
     n: &RuleCounts,
     t: usize,
     addr: &[u8; N],
-) -> Option<&'static RuleValue> {
+) -> RuleValue {
     if n[RULE_COUNT_HOSTS + t] != 0 {
         // SAFETY: the value of a successful lookup stays valid while we run; only read.
         if let Some(r) = unsafe { hosts.get(addr) } {
-            return Some(r);
+            return *r;
         }
     }
-    if n[t] != 0 {
-        trie.get(Key::new(N as u32 * 8, *addr))
-    } else {
-        None
+    if n[t] != 0
+        && let Some(r) = trie.get(Key::new(N as u32 * 8, *addr))
+    {
+        return *r;
     }
+    NO_RULE
 }
+
+/// "No rule matched": action 0 is neither block nor allow. A plain value rather than an
+/// `Option`, whose undefined payload the BPF backend may read from a clobbered register.
+const NO_RULE: RuleValue = RuleValue { action: 0, id: 0 };
 
 /// A network-order u16 at `at` (bounds already checked by the caller).
 #[inline(always)]
@@ -233,16 +245,16 @@ fn read_be16(at: usize) -> u16 {
 
 /// Source rule first, then destination; counts the deciding rules.
 #[inline(always)]
-fn verdict(src: Option<&RuleValue>, dst: Option<&RuleValue>, bytes: u64) -> u32 {
-    if let Some(rule) = src {
-        count_rule(rule.id, bytes);
-        if rule.action == RULE_BLOCK {
+fn verdict(src: RuleValue, dst: RuleValue, bytes: u64) -> u32 {
+    if src.action != NO_RULE.action {
+        count_rule(src.id, bytes);
+        if src.action == RULE_BLOCK {
             return xdp_action::XDP_DROP;
         }
     }
-    if let Some(rule) = dst {
-        count_rule(rule.id, bytes);
-        if rule.action == RULE_BLOCK {
+    if dst.action != NO_RULE.action {
+        count_rule(dst.id, bytes);
+        if dst.action == RULE_BLOCK {
             return xdp_action::XDP_DROP;
         }
     }
@@ -262,46 +274,102 @@ fn count_rule(id: u32, bytes: u64) {
 }
 
 /// Adds the packet to its source's talker record in place, creating it on the source's first
-/// packet (the LRU evicts the least recently used source when full). Atomic adds: the record is
-/// shared by all CPUs, and a source racing its own first insert on two CPUs loses nothing (the
-/// insert is BPF_NOEXIST; the loser adds to the winner's record).
+/// packet (the LRU evicts the least recently used source when full), and returns the source rule
+/// deciding the packet: the one cached in the record when it is of the current rules generation,
+/// else `lookup()` (then cached). Atomic adds: the record is shared by all CPUs, and a source
+/// racing its own first insert on two CPUs loses nothing (the insert is BPF_NOEXIST; the loser
+/// adds to the winner's record).
 #[inline(always)]
-fn talk<const N: usize>(map: &LruHashMap<[u8; N], TalkerRecord>, src: &[u8; N], bytes: u64) {
-    let now = now_ns();
-    if add_talker(map, src, bytes, now) {
-        return;
-    }
-    let rec = TalkerRecord {
-        packets: 1,
-        bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
-    };
-    if map.insert(src, rec, BPF_NOEXIST as u64).is_err() && !add_talker(map, src, bytes, now) {
-        count_error(ERR_TALKER_INSERT);
-    }
-}
-
-/// Adds to an existing talker record; false when the source has none.
-#[inline(always)]
-fn add_talker<const N: usize>(
-    map: &LruHashMap<[u8; N], TalkerRecord>,
+fn talk<const N: usize>(
+    map: &LruHashMap<[u8; N], TalkerEntry>,
     src: &[u8; N],
     bytes: u64,
-    now: u64,
-) -> bool {
-    match map.get_ptr_mut(src) {
+    generation: u32,
+    lookup: impl Fn() -> RuleValue,
+) -> RuleValue {
+    let now = now_ns();
+    if let Some(e) = map.get_ptr_mut(src) {
         // SAFETY: the value of a successful lookup stays valid while we run; shared by all CPUs,
-        // so counts use atomic adds (a racing last-seen store is off by at most a tick).
-        Some(rec) => unsafe {
+        // so counts use atomic adds (a racing last-seen store is off by at most a tick) and the
+        // cached rule is one aligned 64-bit load and store.
+        unsafe {
+            let rec = &raw mut (*e).rec;
             atomic_add(&raw mut (*rec).packets, 1);
             atomic_add(&raw mut (*rec).bytes, bytes);
             if (*rec).last_seen_ns != now {
                 (*rec).last_seen_ns = now;
             }
-            true
+            let cached = core::ptr::read_volatile(&raw const (*e).src_rule);
+            if (cached >> 32) as u32 == generation && generation != u32::MAX {
+                return decode_rule(cached as u32);
+            }
+            let rule = lookup();
+            core::ptr::write_volatile(&raw mut (*e).src_rule, encode_rule(generation, rule));
+            return rule;
+        }
+    }
+    let rule = lookup();
+    let entry = TalkerEntry {
+        rec: TalkerRecord {
+            packets: 1,
+            bytes,
+            first_seen_ns: now,
+            last_seen_ns: now,
         },
-        None => false,
+        // Generation u32::MAX never matches, so "not cached" needs no separate flag.
+        src_rule: encode_rule(generation, rule),
+    };
+    if map.insert(src, entry, BPF_NOEXIST as u64).is_err() {
+        match map.get_ptr_mut(src) {
+            // SAFETY: as above.
+            Some(e) => unsafe {
+                atomic_add(&raw mut (*e).rec.packets, 1);
+                atomic_add(&raw mut (*e).rec.bytes, bytes);
+            },
+            None => count_error(ERR_TALKER_INSERT),
+        }
+    }
+    rule
+}
+
+/// Bit 31 of a cached rule: the rule blocks.
+const CACHED_BLOCK: u32 = 1 << 31;
+
+/// Never a rules generation (user space skips it): a cached rule under it is never used.
+const NOT_CACHED: u64 = u64::MAX;
+
+/// `generation << 32 | rule` for [`TalkerEntry::src_rule`]; [`NOT_CACHED`] when the rule cannot
+/// be cached (an id that does not fit in 31 bits, an unknown action, generation u32::MAX).
+#[inline(always)]
+fn encode_rule(generation: u32, rule: RuleValue) -> u64 {
+    let low = if rule.action == NO_RULE.action {
+        0
+    } else if rule.id < CACHED_BLOCK - 1 && rule.action == RULE_BLOCK {
+        (rule.id + 1) | CACHED_BLOCK
+    } else if rule.id < CACHED_BLOCK - 1 && rule.action == RULE_ALLOW {
+        rule.id + 1
+    } else {
+        return NOT_CACHED;
+    };
+    if generation == u32::MAX {
+        return NOT_CACHED;
+    }
+    (u64::from(generation) << 32) | u64::from(low)
+}
+
+/// The rule of a cached [`TalkerEntry::src_rule`] low half.
+#[inline(always)]
+fn decode_rule(low: u32) -> RuleValue {
+    if low == 0 {
+        return NO_RULE;
+    }
+    RuleValue {
+        action: if low & CACHED_BLOCK != 0 {
+            RULE_BLOCK
+        } else {
+            RULE_ALLOW
+        },
+        id: (low & !CACHED_BLOCK) - 1,
     }
 }
 

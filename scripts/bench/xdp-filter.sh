@@ -174,6 +174,7 @@ result = {
         f"{rounds} interleaved round(s) of `bpftool prog run … repeat {repeat}`, medians of the kernel's average ns.",
         "Both programs attached in skb mode to veths in a throwaway netns; xdp-filter loaded with --features ipv4,ipv6 (allow policy).",
         "Rules are /32 (/128) addresses so both tools hold the same set (mapscope keeps host rules in hashes beside its tries); the /24 row shows mapscope's trie walk, which xdp-filter cannot do.",
+        "One frame repeated: after its first packet mapscope takes the source rule cached in the source's talker record (a new source pays the full lookups once).",
         "2 shared cores: ratios, not absolute times, are the claim.",
     ],
 }

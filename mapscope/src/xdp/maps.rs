@@ -9,7 +9,7 @@ use mapscope_common::xdp::{
     ERR_MAX, MAP_DST4, MAP_DST4_HOST, MAP_DST6, MAP_DST6_HOST, MAP_ERRORS, MAP_META,
     MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4, MAP_SRC4_HOST, MAP_SRC6, MAP_SRC6_HOST,
     MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, MAP_TALKERS4, RuleCounts, RuleValue,
-    StatsRecord, TalkerRecord, XDP_ACTION_MAX, XdpMeta,
+    StatsRecord, TalkerEntry, XDP_ACTION_MAX, XdpMeta,
 };
 
 use super::error::{XdpError, XdpResult};
@@ -60,9 +60,9 @@ const LPM6_KEY: u32 = 4 + 16;
 const RULE: u32 = size_of::<RuleValue>() as u32;
 const STATS: u32 = size_of::<StatsRecord>() as u32;
 
-const TALKER: u32 = size_of::<TalkerRecord>() as u32;
+const TALKER: u32 = size_of::<TalkerEntry>() as u32;
 
-/// Every map of layout version 2 (`LAYOUT_VERSION`), in pin order (the meta marker first).
+/// Every map of layout version 3 (`LAYOUT_VERSION`), in pin order (the meta marker first).
 pub const DEFS: [MapDef; 16] = [
     def(
         "meta",

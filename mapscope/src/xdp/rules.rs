@@ -17,8 +17,8 @@ use aya::maps::{Array, HashMap, LpmTrie, PerCpuHashMap, PerCpuValues, lpm_trie::
 use mapscope_common::xdp::{
     MAP_DST4, MAP_DST4_HOST, MAP_DST6, MAP_DST6_HOST, MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4,
     MAP_SRC4_HOST, MAP_SRC6, MAP_SRC6_HOST, RULE_ALLOW, RULE_BLOCK, RULE_COUNT_DST4,
-    RULE_COUNT_DST6, RULE_COUNT_HOSTS, RULE_COUNT_SRC4, RULE_COUNT_SRC6, RuleCounts, RuleValue,
-    StatsRecord,
+    RULE_COUNT_DST6, RULE_COUNT_HOSTS, RULE_COUNT_SRC4, RULE_COUNT_SRC6, RULE_GENERATION,
+    RuleCounts, RuleValue, StatsRecord,
 };
 use serde::Serialize;
 
@@ -381,8 +381,8 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
     // Peak size per trie: every old rule plus the new prefixes (removals come last). The kernel
     // skips a trie whose count is 0, so each count is raised to the peak before any insert and
     // lowered to the final size only after the removals: never below what the trie holds.
-    let mut peak: RuleCounts = [0; 8];
-    let mut last: RuleCounts = [0; 8];
+    let mut peak: RuleCounts = [0; 10];
+    let mut last: RuleCounts = [0; 10];
     for (i, (name, ..)) in TRIES.iter().enumerate() {
         let name = *name;
         let used = old
@@ -433,10 +433,26 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
         last[i] = new_n[0];
         last[RULE_COUNT_HOSTS + i] = new_n[1];
     }
+    // Both count writes also bump the rules generation, so talkers' cached source rules from
+    // before or during the change are looked up again; the second write happens on failure too.
     set_counts(att, peak)?;
+    let res = write_and_remove(att, old, &old_by_key, &writes, removals, cap);
+    set_counts(att, if res.is_ok() { last } else { peak })?;
+    res
+}
+
+/// The map writes of [`apply`]: new and changed rules, then removals.
+fn write_and_remove(
+    att: &mut Attachment,
+    old: &[RuleEntry],
+    old_by_key: &BTreeMap<(Cidr, Direction), &RuleEntry>,
+    writes: &[Rule],
+    removals: Vec<&RuleEntry>,
+    cap: u32,
+) -> XdpResult<()> {
     let mut ids = IdAllocator::new(old, 4 * cap);
     let mut done: Vec<(Rule, u32)> = Vec::new();
-    for r in &writes {
+    for r in writes {
         let id = ids.next().ok_or_else(|| XdpError::Full {
             trie: MAP_RULE_STATS,
             capacity: 4 * cap,
@@ -467,13 +483,19 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
         remove_trie(att, &e.rule)?;
         remove_counter(att, e.id)?;
     }
-    set_counts(att, last)
+    Ok(())
 }
 
-/// Writes the per-trie rule counts the kernel reads to skip empty tries.
-fn set_counts(att: &mut Attachment, counts: RuleCounts) -> XdpResult<()> {
+/// Writes the per-map rule counts the kernel reads to skip empty maps, with the next rules
+/// generation (u32::MAX, which the kernel never caches under, is skipped).
+fn set_counts(att: &mut Attachment, mut counts: RuleCounts) -> XdpResult<()> {
     let mut map: Array<_, RuleCounts> =
         Array::try_from(att.maps.get_mut(MAP_RULE_COUNT)).map_err(XdpError::map(MAP_RULE_COUNT))?;
+    let now = map.get(&0, 0).map_err(XdpError::map(MAP_RULE_COUNT))?;
+    counts[RULE_GENERATION] = match now[RULE_GENERATION].wrapping_add(1) {
+        u32::MAX => 0,
+        g => g,
+    };
     map.set(0, counts, 0).map_err(XdpError::map(MAP_RULE_COUNT))
 }
 

@@ -9,7 +9,7 @@ use std::{
 use aya::maps::{Array, HashMap, PerCpuArray};
 use mapscope_common::xdp::{
     ERR_MAX, MAP_ERRORS, MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, MAP_TALKERS4, StatsRecord,
-    TalkerRecord, XDP_ACTION_MAX,
+    TalkerEntry, TalkerRecord, XDP_ACTION_MAX,
 };
 
 use super::{
@@ -66,21 +66,21 @@ pub fn read(maps: &XdpMaps) -> XdpResult<XdpSnapshot> {
         snap.percpu[key as usize] = super::sum(per_cpu.iter());
     }
     snap.rules = rules::list_maps(maps)?;
-    let talkers4: HashMap<_, [u8; 4], TalkerRecord> =
+    let talkers4: HashMap<_, [u8; 4], TalkerEntry> =
         HashMap::try_from(maps.get(MAP_TALKERS4)).map_err(XdpError::map(MAP_TALKERS4))?;
     // An entry evicted between the key walk and its lookup is simply not shown.
-    for (key, rec) in talkers4.iter().flatten() {
+    for (key, e) in talkers4.iter().flatten() {
         snap.talkers.push(Talker {
             addr: IpAddr::V4(Ipv4Addr::from(key)),
-            rec,
+            rec: e.rec,
         });
     }
-    let talkers6: HashMap<_, [u8; 16], TalkerRecord> =
+    let talkers6: HashMap<_, [u8; 16], TalkerEntry> =
         HashMap::try_from(maps.get(MAP_TALKERS)).map_err(XdpError::map(MAP_TALKERS))?;
-    for (key, rec) in talkers6.iter().flatten() {
+    for (key, e) in talkers6.iter().flatten() {
         snap.talkers.push(Talker {
             addr: IpAddr::V6(Ipv6Addr::from(key)),
-            rec,
+            rec: e.rec,
         });
     }
     let errors: PerCpuArray<_, u64> =
