@@ -23,8 +23,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use mapscope_common::xdp::{
-    MAP_DST4, MAP_DST6, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, MAP_TALKERS, StatsRecord,
-    XDP_ACTION_MAX,
+    MAP_DST4, MAP_DST4_HOST, MAP_DST6, MAP_DST6_HOST, MAP_RULE_STATS, MAP_SRC4, MAP_SRC4_HOST,
+    MAP_SRC6, MAP_SRC6_HOST, MAP_TALKERS, MAP_TALKERS4, StatsRecord, XDP_ACTION_MAX,
 };
 
 pub use self::{
@@ -72,11 +72,21 @@ pub(crate) fn load(cap: Capacity) -> XdpResult<Ebpf> {
         loader::Family::Xdp,
         &[Requirement::BpfPrivileges, Requirement::NetAdmin],
         |l| {
-            for name in [MAP_SRC4, MAP_DST4, MAP_SRC6, MAP_DST6] {
+            for name in [
+                MAP_SRC4,
+                MAP_DST4,
+                MAP_SRC6,
+                MAP_DST6,
+                MAP_SRC4_HOST,
+                MAP_DST4_HOST,
+                MAP_SRC6_HOST,
+                MAP_DST6_HOST,
+            ] {
                 l.map_max_entries(name, cap.rules);
             }
             l.map_max_entries(MAP_RULE_STATS, cap.rules.saturating_mul(4));
             l.map_max_entries(MAP_TALKERS, cap.talkers);
+            l.map_max_entries(MAP_TALKERS4, cap.talkers);
         },
     )?)
 }

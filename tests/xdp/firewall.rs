@@ -202,3 +202,87 @@ fn possible_cpus() -> u32 {
         })
         .sum()
 }
+
+#[test]
+fn host_rules_decide_before_prefixes_in_every_direction_and_family() {
+    // Host rules (/32, /128) live in hashes beside the tries; a host allow inside a blocked
+    // prefix is a hole, a host block in the other direction still drops.
+    let pair = NetnsPair::with_rx_iface("fwhost", "msfw-host");
+    let (mut att, _guard) = attach(&pair, Capacity::default());
+    pair.in_rx(|| {
+        rules::add(
+            &mut att,
+            &[
+                rule(Verdict::Block, "10.213.0.0/16", Direction::Src),
+                rule(Verdict::Allow, "10.213.7.9", Direction::Src),
+                rule(Verdict::Block, "10.213.99.5/32", Direction::Dst),
+                rule(Verdict::Block, "fd00:213:5::1", Direction::Src),
+                rule(Verdict::Block, "fd00:213:6::7/128", Direction::Dst),
+            ],
+        )
+        .unwrap()
+    });
+    let rx = ip("10.213.1.2");
+    let rx6 = ip("fd00:213::2");
+    let mut frames = Vec::new();
+    frames.extend(times(udp(ip("10.213.7.9"), rx, &[], 100), 4)); // 142 B, host hole
+    frames.extend(times(udp(ip("10.213.7.8"), rx, &[], 100), 3)); // 142 B, /16 blocks
+    frames.extend(times(udp(ip("10.213.7.9"), ip("10.213.99.5"), &[], 100), 2)); // hole, dst host blocks
+    frames.extend(times(udp(ip("fd00:213:5::1"), rx6, &[], 100), 3)); // 162 B, src host blocks
+    frames.extend(times(
+        udp(ip("fd00:213:9::1"), ip("fd00:213:6::7"), &[], 100),
+        2,
+    )); // dst host
+    frames.extend(times(udp(ip("fd00:213:9::1"), rx6, &[], 100), 1)); // no rule
+    pair.send_frames(&frames);
+
+    let snap = pair.in_rx(|| settle(&att, 15));
+    assert_actions(&snap, rec(10, 5 * 142 + 5 * 162), rec(5, 4 * 142 + 162));
+    let want: BTreeMap<String, (u64, u64)> = [
+        ("block 10.213.0.0/16", (3, 3 * 142)),
+        ("allow 10.213.7.9/32", (6, 6 * 142)),
+        ("block 10.213.99.5/32 dst", (2, 2 * 142)),
+        ("block fd00:213:5::1/128", (3, 3 * 162)),
+        ("block fd00:213:6::7/128 dst", (2, 2 * 162)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(rule_counts(&snap), want);
+    let talkers: BTreeMap<IpAddr, (u64, u64)> = [
+        ("10.213.7.9", (6, 6 * 142)),
+        ("10.213.7.8", (3, 3 * 142)),
+        ("fd00:213:5::1", (3, 3 * 162)),
+        ("fd00:213:9::1", (3, 3 * 162)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (ip(k), v))
+    .collect();
+    assert_eq!(talker_counts(&snap), talkers);
+    assert_eq!(snap.errors, [0, 0]);
+
+    // Without the host rules the hole is gone: the /16 decides again, nothing else matches.
+    pair.in_rx(|| {
+        rules::load(
+            &mut att,
+            &[rule(Verdict::Block, "10.213.0.0/16", Direction::Src)],
+        )
+        .unwrap()
+    });
+    pair.send_frames(&times(
+        udp(ip("10.213.7.9"), ip("10.213.99.5"), &[], 100),
+        2,
+    ));
+    pair.send_frames(&times(
+        udp(ip("fd00:213:5::1"), ip("fd00:213:6::7"), &[], 100),
+        1,
+    ));
+    let snap = pair.in_rx(|| settle(&att, 18));
+    assert_actions(&snap, rec(12, 7 * 142 + 5 * 162), rec(6, 4 * 142 + 2 * 162));
+    assert_eq!(
+        rule_counts(&snap),
+        [("block 10.213.0.0/16".to_string(), (5, 5 * 142))]
+            .into_iter()
+            .collect()
+    );
+}

@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use mapscope_common::xdp::LAYOUT_VERSION;
+
 use crate::{
     firewall::Detach,
     frames::{ip, times, udp},
@@ -378,7 +380,8 @@ fn stale_pin_directory_is_reported_with_its_cleanup_command() {
 
 #[test]
 fn pins_with_another_layout_are_reported_not_reused() {
-    // An older mapscope's talkers map (shared LRU, another type): aya would silently reuse it.
+    // An older mapscope's talkers map (layout 1: a per-CPU LRU, another type): aya would
+    // silently reuse it.
     let pair = NetnsPair::with_rx_iface("layout", "msfw-layout");
     let _guard = attach(&pair, &[]);
     let pin = pin_dir(&pair).join("talkers");
@@ -390,7 +393,7 @@ fn pins_with_another_layout_are_reported_not_reused() {
             "create",
             pin.to_str().unwrap(),
             "type",
-            "lru_hash",
+            "lru_percpu_hash",
             "key",
             "16",
             "value",
@@ -406,7 +409,7 @@ fn pins_with_another_layout_are_reported_not_reused() {
     assert_one_line_error(
         &out,
         "stale mapscope XDP pins in /sys/fs/bpf/mapscope/xdp/msfw-layout: map talkers has \
-         another definition (Some(LruHash)",
+         another definition (Some(LruPerCpuHash)",
     );
     let out = fails(
         &pair,
@@ -422,6 +425,63 @@ fn pins_with_another_layout_are_reported_not_reused() {
     assert_one_line_error(
         &out,
         "remove them with `mapscope xdp detach --iface msfw-layout`",
+    );
+    ok(&pair, &["xdp", "detach", "--iface", &pair.rx_iface]);
+    assert!(!pin_dir(&pair).exists());
+    assert!(!pair.rx_has_xdp());
+}
+
+#[test]
+fn pins_of_an_older_layout_version_are_reported_not_reused() {
+    // The marker of an older mapscope (layout 1: per-CPU talkers, no host-rule hashes) in an
+    // otherwise current directory: the version alone must stop any reuse.
+    let pair = NetnsPair::with_rx_iface("layoutv", "msfw-layoutv");
+    let _guard = attach(&pair, &[]);
+    let meta = pin_dir(&pair).join("meta");
+    let meta = meta.to_str().unwrap();
+    let out = run(BIN, &["map", "get", "pinned", meta, "key", "u32:0"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut value: Vec<String> = text
+        .split("value:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no value in {text:?}"))
+        .split_whitespace()
+        .map(|b| format!("0x{b}"))
+        .collect();
+    assert_eq!(value.len(), 40, "{text}");
+    assert_eq!(
+        value[..4],
+        LAYOUT_VERSION.to_ne_bytes().map(|b| format!("0x{b:02x}"))
+    );
+    value[..4].clone_from_slice(&1u32.to_ne_bytes().map(|b| format!("0x{b:02x}")));
+    let mut args = vec!["map", "set", "pinned", meta, "key", "u32:0", "value"];
+    args.extend(value.iter().map(String::as_str));
+    run(BIN, &args);
+    let out = fails(
+        &pair,
+        &["xdp", "stats", "--iface", &pair.rx_iface, "--count", "1"],
+    );
+    assert_one_line_error(
+        &out,
+        &format!(
+            "stale mapscope XDP pins in /sys/fs/bpf/mapscope/xdp/msfw-layoutv: layout version 1 \
+             (this mapscope uses {LAYOUT_VERSION})"
+        ),
+    );
+    let out = fails(
+        &pair,
+        &[
+            "xdp",
+            "allow",
+            "add",
+            "10.213.1.1",
+            "--iface",
+            &pair.rx_iface,
+        ],
+    );
+    assert_one_line_error(
+        &out,
+        "remove them with `mapscope xdp detach --iface msfw-layoutv`",
     );
     ok(&pair, &["xdp", "detach", "--iface", &pair.rx_iface]);
     assert!(!pin_dir(&pair).exists());

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use aya::maps::{Map, MapData, MapType};
 use mapscope_common::xdp::{
-    ERR_MAX, MAP_DST4, MAP_DST6, MAP_ERRORS, MAP_META, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6,
-    MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, RuleValue, StatsRecord, TalkerRecord,
-    XDP_ACTION_MAX, XdpMeta,
+    ERR_MAX, MAP_DST4, MAP_DST4_HOST, MAP_DST6, MAP_DST6_HOST, MAP_ERRORS, MAP_META,
+    MAP_RULE_COUNT, MAP_RULE_STATS, MAP_SRC4, MAP_SRC4_HOST, MAP_SRC6, MAP_SRC6_HOST,
+    MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, MAP_TALKERS4, RuleCounts, RuleValue,
+    StatsRecord, TalkerEntry, XDP_ACTION_MAX, XdpMeta,
 };
 
 use super::error::{XdpError, XdpResult};
@@ -18,7 +19,7 @@ use super::error::{XdpError, XdpResult};
 pub struct Capacity {
     /// Rules per trie (there are four tries).
     pub rules: u32,
-    /// Entries of the talkers LRU.
+    /// Entries of each talkers LRU (one for IPv4 sources, one for IPv6).
     pub talkers: u32,
 }
 
@@ -59,8 +60,10 @@ const LPM6_KEY: u32 = 4 + 16;
 const RULE: u32 = size_of::<RuleValue>() as u32;
 const STATS: u32 = size_of::<StatsRecord>() as u32;
 
-/// Every map of layout version 1, in pin order (the meta marker first).
-pub const DEFS: [MapDef; 10] = [
+const TALKER: u32 = size_of::<TalkerEntry>() as u32;
+
+/// Every map of layout version 3 (`LAYOUT_VERSION`), in pin order (the meta marker first).
+pub const DEFS: [MapDef; 16] = [
     def(
         "meta",
         MAP_META,
@@ -125,6 +128,42 @@ pub const DEFS: [MapDef; 10] = [
         |c| c.rules,
     ),
     def(
+        "src4_host",
+        MAP_SRC4_HOST,
+        MapType::Hash,
+        4,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
+        "dst4_host",
+        MAP_DST4_HOST,
+        MapType::Hash,
+        4,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
+        "src6_host",
+        MAP_SRC6_HOST,
+        MapType::Hash,
+        16,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
+        "dst6_host",
+        MAP_DST6_HOST,
+        MapType::Hash,
+        16,
+        RULE,
+        NO_PREALLOC,
+        |c| c.rules,
+    ),
+    def(
         "rule_stats",
         MAP_RULE_STATS,
         MapType::PerCpuHash,
@@ -134,11 +173,29 @@ pub const DEFS: [MapDef; 10] = [
         |c| 4 * c.rules,
     ),
     def(
+        "rule_count",
+        MAP_RULE_COUNT,
+        MapType::Array,
+        4,
+        size_of::<RuleCounts>() as u32,
+        0,
+        |_| 1,
+    ),
+    def(
         "talkers",
         MAP_TALKERS,
-        MapType::LruPerCpuHash,
+        MapType::LruHash,
         16,
-        size_of::<TalkerRecord>() as u32,
+        TALKER,
+        0,
+        |c| c.talkers,
+    ),
+    def(
+        "talkers4",
+        MAP_TALKERS4,
+        MapType::LruHash,
+        4,
+        TALKER,
         0,
         |c| c.talkers,
     ),
@@ -267,5 +324,6 @@ mod tests {
         let cap = Capacity::default();
         assert_eq!(DEFS[index(MAP_RULE_STATS)].entries(&cap), 4 * 65_536);
         assert_eq!(DEFS[index(MAP_TALKERS)].entries(&cap), 16_384);
+        assert_eq!(DEFS[index(MAP_TALKERS4)].entries(&cap), 16_384);
     }
 }

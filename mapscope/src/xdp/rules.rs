@@ -13,17 +13,20 @@ use std::{
     str::FromStr,
 };
 
-use aya::maps::{LpmTrie, PerCpuHashMap, PerCpuValues, lpm_trie::Key};
 use mapscope_common::xdp::{
-    MAP_DST4, MAP_DST6, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, RULE_ALLOW, RULE_BLOCK, RuleValue,
-    StatsRecord,
+    MAP_DST4, MAP_DST6, MAP_RULE_STATS, MAP_SRC4, MAP_SRC6, RULE_ALLOW, RULE_BLOCK,
+    RULE_COUNT_HOSTS, RuleCounts,
 };
 use serde::Serialize;
+
+mod store;
+
+pub use self::store::list_maps;
+use self::store::{TRIES, is_host, remove_counter, remove_trie, set_counts, set_trie, write_rule};
 
 use super::{
     attachment::Attachment,
     error::{XdpError, XdpResult},
-    maps::XdpMaps,
 };
 
 /// What a matching rule does.
@@ -171,65 +174,9 @@ fn trie(cidr: &Cidr, dir: Direction) -> &'static str {
     }
 }
 
-const TRIES: [(&str, bool, Direction); 4] = [
-    (MAP_SRC4, true, Direction::Src),
-    (MAP_DST4, true, Direction::Dst),
-    (MAP_SRC6, false, Direction::Src),
-    (MAP_DST6, false, Direction::Dst),
-];
-
 /// Every rule of the attachment with its counters, sorted.
 pub fn list(att: &Attachment) -> XdpResult<Vec<RuleEntry>> {
     list_maps(&att.maps)
-}
-
-/// [`list`] on the maps themselves (a lifetime attachment has no pins).
-pub fn list_maps(maps: &XdpMaps) -> XdpResult<Vec<RuleEntry>> {
-    let stats: PerCpuHashMap<_, u32, StatsRecord> =
-        PerCpuHashMap::try_from(maps.get(MAP_RULE_STATS)).map_err(XdpError::map(MAP_RULE_STATS))?;
-    let mut out = Vec::new();
-    for (name, v4, dir) in TRIES {
-        let mut push = |addr: IpAddr, len: u32, v: RuleValue| {
-            let rec = stats
-                .get(&v.id, 0)
-                .map(|per_cpu| super::sum(per_cpu.iter()))
-                .unwrap_or_default();
-            out.push(RuleEntry {
-                rule: Rule {
-                    verdict: if v.action == RULE_ALLOW {
-                        Verdict::Allow
-                    } else {
-                        Verdict::Block
-                    },
-                    cidr: Cidr {
-                        addr,
-                        len: len as u8,
-                    },
-                    dir,
-                },
-                id: v.id,
-                packets: rec.packets,
-                bytes: rec.bytes,
-            });
-        };
-        if v4 {
-            let t: LpmTrie<_, [u8; 4], RuleValue> =
-                LpmTrie::try_from(maps.get(name)).map_err(XdpError::map(name))?;
-            for item in t.iter() {
-                let (k, v) = item.map_err(XdpError::map(name))?;
-                push(IpAddr::from(k.data()), k.prefix_len(), v);
-            }
-        } else {
-            let t: LpmTrie<_, [u8; 16], RuleValue> =
-                LpmTrie::try_from(maps.get(name)).map_err(XdpError::map(name))?;
-            for item in t.iter() {
-                let (k, v) = item.map_err(XdpError::map(name))?;
-                push(IpAddr::from(k.data()), k.prefix_len(), v);
-            }
-        }
-    }
-    out.sort_by_key(|e| e.rule);
-    Ok(out)
 }
 
 /// The rules keyed by what identifies one in the kernel: prefix and direction.
@@ -343,8 +290,13 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
         .iter()
         .filter(|e| !new_keys.contains(&(e.rule.cidr, e.rule.dir)))
         .collect();
-    // Peak size per trie: every old rule plus the new prefixes (removals come last).
-    for (name, _, _) in TRIES {
+    // Peak size per trie: every old rule plus the new prefixes (removals come last). The kernel
+    // skips a trie whose count is 0, so each count is raised to the peak before any insert and
+    // lowered to the final size only after the removals: never below what the trie holds.
+    let mut peak: RuleCounts = [0; 10];
+    let mut last: RuleCounts = [0; 10];
+    for (i, (name, ..)) in TRIES.iter().enumerate() {
+        let name = *name;
         let used = old
             .iter()
             .filter(|e| trie(&e.rule.cidr, e.rule.dir) == name)
@@ -361,10 +313,58 @@ fn apply(att: &mut Attachment, old: &[RuleEntry], new: Vec<Rule>) -> XdpResult<(
                 fits: cap - used,
             });
         }
+        // The same counts split between the trie and its host hash, for the kernel's skip.
+        let hosts = |rules: &mut dyn Iterator<Item = &Cidr>| {
+            rules.fold([0u32; 2], |mut n, c| {
+                n[usize::from(is_host(c))] += 1;
+                n
+            })
+        };
+        let old_n = hosts(
+            &mut old
+                .iter()
+                .filter(|e| trie(&e.rule.cidr, e.rule.dir) == name)
+                .map(|e| &e.rule.cidr),
+        );
+        let added_n = hosts(
+            &mut writes
+                .iter()
+                .filter(|r| {
+                    trie(&r.cidr, r.dir) == name && !old_by_key.contains_key(&(r.cidr, r.dir))
+                })
+                .map(|r| &r.cidr),
+        );
+        let new_n = hosts(
+            &mut new
+                .iter()
+                .filter(|r| trie(&r.cidr, r.dir) == name)
+                .map(|r| &r.cidr),
+        );
+        peak[i] = old_n[0] + added_n[0];
+        peak[RULE_COUNT_HOSTS + i] = old_n[1] + added_n[1];
+        last[i] = new_n[0];
+        last[RULE_COUNT_HOSTS + i] = new_n[1];
     }
+    // Both count writes also bump the rules generation, so talkers' cached source rules from
+    // before or during the change are looked up again; the second write happens on failure too.
+    set_counts(att, peak)?;
+    let res = write_and_remove(att, old, &old_by_key, &writes, removals, cap);
+    set_counts(att, if res.is_ok() { last } else { peak })?;
+    res
+}
+
+/// The map writes of [`apply`]: new and changed rules, then removals.
+fn write_and_remove(
+    att: &mut Attachment,
+    old: &[RuleEntry],
+    old_by_key: &BTreeMap<(Cidr, Direction), &RuleEntry>,
+    writes: &[Rule],
+    removals: Vec<&RuleEntry>,
+    cap: u32,
+) -> XdpResult<()> {
     let mut ids = IdAllocator::new(old, 4 * cap);
     let mut done: Vec<(Rule, u32)> = Vec::new();
-    for r in &writes {
+    for r in writes {
         let id = ids.next().ok_or_else(|| XdpError::Full {
             trie: MAP_RULE_STATS,
             capacity: 4 * cap,
@@ -423,75 +423,6 @@ impl IdAllocator {
             }
         }
         None
-    }
-}
-
-fn write_rule(att: &mut Attachment, r: &Rule, id: u32) -> XdpResult<()> {
-    let cpus =
-        aya::util::nr_cpus().map_err(|(what, e)| XdpError::io(format!("reading {what}"), e))?;
-    let mut stats: PerCpuHashMap<_, u32, StatsRecord> =
-        PerCpuHashMap::try_from(att.maps.get_mut(MAP_RULE_STATS))
-            .map_err(XdpError::map(MAP_RULE_STATS))?;
-    let zero = PerCpuValues::try_from(vec![StatsRecord::default(); cpus])
-        .map_err(|e| XdpError::io("per-CPU values", e))?;
-    stats
-        .insert(id, zero, 0)
-        .map_err(XdpError::map(MAP_RULE_STATS))?;
-    set_trie(att, r, id).inspect_err(|_| {
-        let _ = remove_counter(att, id);
-    })
-}
-
-fn set_trie(att: &mut Attachment, r: &Rule, id: u32) -> XdpResult<()> {
-    let name = trie(&r.cidr, r.dir);
-    let value = RuleValue {
-        action: r.verdict.value(),
-        id,
-    };
-    let len = u32::from(r.cidr.len);
-    let res = match r.cidr.addr {
-        IpAddr::V4(a) => {
-            let mut t: LpmTrie<_, [u8; 4], RuleValue> =
-                LpmTrie::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
-            t.insert(&Key::new(len, a.octets()), value, 0)
-        }
-        IpAddr::V6(a) => {
-            let mut t: LpmTrie<_, [u8; 16], RuleValue> =
-                LpmTrie::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
-            t.insert(&Key::new(len, a.octets()), value, 0)
-        }
-    };
-    res.map_err(XdpError::map(name))
-}
-
-fn remove_trie(att: &mut Attachment, r: &Rule) -> XdpResult<()> {
-    let name = trie(&r.cidr, r.dir);
-    let len = u32::from(r.cidr.len);
-    let res = match r.cidr.addr {
-        IpAddr::V4(a) => {
-            let mut t: LpmTrie<_, [u8; 4], RuleValue> =
-                LpmTrie::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
-            t.remove(&Key::new(len, a.octets()))
-        }
-        IpAddr::V6(a) => {
-            let mut t: LpmTrie<_, [u8; 16], RuleValue> =
-                LpmTrie::try_from(att.maps.get_mut(name)).map_err(XdpError::map(name))?;
-            t.remove(&Key::new(len, a.octets()))
-        }
-    };
-    res.map_err(XdpError::map(name))
-}
-
-fn remove_counter(att: &mut Attachment, id: u32) -> XdpResult<()> {
-    let mut stats: PerCpuHashMap<_, u32, StatsRecord> =
-        PerCpuHashMap::try_from(att.maps.get_mut(MAP_RULE_STATS))
-            .map_err(XdpError::map(MAP_RULE_STATS))?;
-    match stats.remove(&id) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(XdpError::Map {
-            name: MAP_RULE_STATS,
-            source: e,
-        }),
     }
 }
 

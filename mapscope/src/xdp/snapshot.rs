@@ -1,12 +1,15 @@
 //! [`XdpSnapshot`]: everything the firewall's maps hold, read at one instant. The one value the
 //! CLI table, `--json` and the agent render (one code path from a map to a number).
 
-use std::{net::IpAddr, time::Instant};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
 
-use aya::maps::{Array, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, PerCpuArray};
 use mapscope_common::xdp::{
-    ERR_MAX, MAP_ERRORS, MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, StatsRecord, TalkerRecord,
-    XDP_ACTION_MAX,
+    ERR_MAX, MAP_ERRORS, MAP_STATS_ARRAY, MAP_STATS_PERCPU, MAP_TALKERS, MAP_TALKERS4, StatsRecord,
+    TalkerEntry, TalkerRecord, XDP_ACTION_MAX,
 };
 
 use super::{
@@ -26,7 +29,7 @@ pub struct XdpSnapshot {
     pub percpu: ActionRecords,
     /// Every rule with its counters.
     pub rules: Vec<RuleEntry>,
-    /// Every source in the talkers LRU.
+    /// Every source in the talkers LRUs (IPv4 first, then IPv6).
     pub talkers: Vec<Talker>,
     /// Kernel-side failures by `ERR_*` key, summed over CPUs.
     pub errors: [u64; ERR_MAX as usize],
@@ -35,18 +38,9 @@ pub struct XdpSnapshot {
 /// One source address of the talkers LRU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Talker {
-    /// IPv4 sources are stored IPv4-mapped and shown as IPv4 here.
+    /// From the IPv4 map (4-byte keys) or the IPv6 map (16-byte keys).
     pub addr: IpAddr,
     pub rec: TalkerRecord,
-}
-
-/// The 16-byte talker key as an address (IPv4-mapped keys become IPv4).
-pub fn talker_addr(key: [u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(key);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
 }
 
 /// Reads every map of the firewall now.
@@ -72,14 +66,21 @@ pub fn read(maps: &XdpMaps) -> XdpResult<XdpSnapshot> {
         snap.percpu[key as usize] = super::sum(per_cpu.iter());
     }
     snap.rules = rules::list_maps(maps)?;
-    let talkers: PerCpuHashMap<_, [u8; 16], TalkerRecord> =
-        PerCpuHashMap::try_from(maps.get(MAP_TALKERS)).map_err(XdpError::map(MAP_TALKERS))?;
-    for item in talkers.iter() {
-        // An entry evicted between the key walk and its lookup is simply not shown.
-        let Ok((key, per_cpu)) = item else { continue };
+    let talkers4: HashMap<_, [u8; 4], TalkerEntry> =
+        HashMap::try_from(maps.get(MAP_TALKERS4)).map_err(XdpError::map(MAP_TALKERS4))?;
+    // An entry evicted between the key walk and its lookup is simply not shown.
+    for (key, e) in talkers4.iter().flatten() {
         snap.talkers.push(Talker {
-            addr: talker_addr(key),
-            rec: merge_cpus(per_cpu.iter()),
+            addr: IpAddr::V4(Ipv4Addr::from(key)),
+            rec: e.rec,
+        });
+    }
+    let talkers6: HashMap<_, [u8; 16], TalkerEntry> =
+        HashMap::try_from(maps.get(MAP_TALKERS)).map_err(XdpError::map(MAP_TALKERS))?;
+    for (key, e) in talkers6.iter().flatten() {
+        snap.talkers.push(Talker {
+            addr: IpAddr::V6(Ipv6Addr::from(key)),
+            rec: e.rec,
         });
     }
     let errors: PerCpuArray<_, u64> =
@@ -89,50 +90,4 @@ pub fn read(maps: &XdpMaps) -> XdpResult<XdpSnapshot> {
         snap.errors[key as usize] = per_cpu.iter().fold(0u64, |a, n| a.wrapping_add(*n));
     }
     Ok(snap)
-}
-
-/// One source's per-CPU talker records as one: sums, earliest first and latest last seen
-/// (CPUs that never saw the source hold zeros and are skipped).
-pub fn merge_cpus<'a>(recs: impl Iterator<Item = &'a TalkerRecord>) -> TalkerRecord {
-    recs.filter(|r| r.packets > 0)
-        .fold(None::<TalkerRecord>, |acc, r| {
-            Some(match acc {
-                None => *r,
-                Some(a) => TalkerRecord {
-                    packets: a.packets.wrapping_add(r.packets),
-                    bytes: a.bytes.wrapping_add(r.bytes),
-                    first_seen_ns: a.first_seen_ns.min(r.first_seen_ns),
-                    last_seen_ns: a.last_seen_ns.max(r.last_seen_ns),
-                },
-            })
-        })
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merges_per_cpu_talker_records() {
-        let r = |packets, first, last| TalkerRecord {
-            packets,
-            bytes: packets * 100,
-            first_seen_ns: first,
-            last_seen_ns: last,
-        };
-        let m = merge_cpus([r(2, 50, 90), r(0, 0, 0), r(3, 10, 70)].iter());
-        assert_eq!(m, r(5, 10, 90));
-    }
-
-    #[test]
-    fn ipv4_mapped_keys_show_as_ipv4() {
-        let mut k = [0u8; 16];
-        k[10] = 0xff;
-        k[11] = 0xff;
-        k[12..].copy_from_slice(&[10, 213, 1, 1]);
-        assert_eq!(talker_addr(k).to_string(), "10.213.1.1");
-        let v6: std::net::Ipv6Addr = "fd00:213::1".parse().unwrap();
-        assert_eq!(talker_addr(v6.octets()).to_string(), "fd00:213::1");
-    }
 }
