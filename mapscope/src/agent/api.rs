@@ -34,11 +34,7 @@ pub fn xdp(f: &Families) -> Result<serde_json::Value, Unavailable> {
 pub fn exec(f: &Families) -> Result<serde_json::Value, Unavailable> {
     let t = f.exec.as_ref().ok_or(Unavailable::Disabled)?;
     let snap = read(t.lock().unwrap_or_else(|p| p.into_inner()).snapshot())?;
-    Ok(serde_json::json!({
-        "schema": 1,
-        "uids": snap.uids,
-        "lost": snap.lost,
-    }))
+    Ok(crate::versioned::versioned(1, &snap))
 }
 
 /// `/api/v1/syscalls`.

@@ -25,7 +25,7 @@ use serde_json::Value;
 use super::{api, families::Families, http::AgentState, outbox::Outbox, xdp::RuleChange};
 use crate::xdp::{
     rules::Rule,
-    snapshot::XdpSnapshot as FirewallSnapshot,
+    snapshot::{Talker, XdpSnapshot as FirewallSnapshot},
     talkers::{TalkerRate, top},
 };
 
@@ -90,23 +90,22 @@ pub struct NewTalkers {
 }
 
 impl NewTalkers {
-    /// The `xdp_talker` events for what is new in `snap` (none on an interface's first scan).
-    pub fn scan(&mut self, snap: &super::xdp::XdpSnapshot) -> Vec<Value> {
+    /// The `xdp_talker` events for what is new in each interface's talkers (none on an
+    /// interface's first scan).
+    pub fn scan(&mut self, interfaces: &[(String, Vec<Talker>)]) -> Vec<Value> {
         let mut out = Vec::new();
-        for (iface, _, fw) in &snap.interfaces {
-            let now: Seen = fw
-                .talkers
+        for (iface, talkers) in interfaces {
+            let now: Seen = talkers
                 .iter()
                 .map(|t| (t.addr, t.rec.first_seen_ns))
                 .collect();
             if let Some(before) = self.seen.get(iface) {
                 let fresh = FirewallSnapshot {
-                    at: fw.at,
+                    at: std::time::Instant::now(),
                     array: Default::default(),
                     percpu: Default::default(),
                     rules: Vec::new(),
-                    talkers: fw
-                        .talkers
+                    talkers: talkers
                         .iter()
                         .filter(|t| !before.contains(&(t.addr, t.rec.first_seen_ns)))
                         .copied()
@@ -191,7 +190,7 @@ pub fn start(
             let events = tokio::select! {
                 _ = scan.tick(), if xdp_on => {
                     let Some(s) = state.upgrade() else { return };
-                    match s.families.xdp.as_ref().map(super::xdp::XdpSeam::snapshot) {
+                    match s.families.xdp.as_ref().map(super::xdp::XdpSeam::talkers) {
                         Some(Ok(x)) => talkers.scan(&x),
                         Some(Err(e)) => {
                             tracing::warn!("scanning talkers: {}", crate::error::one_line(&e));
@@ -218,31 +217,21 @@ mod tests {
     use mapscope_common::xdp::TalkerRecord;
 
     use super::*;
-    use crate::xdp::snapshot::Talker;
 
-    fn snap(talkers: &[(&str, u64)]) -> super::super::xdp::XdpSnapshot {
-        let fw = FirewallSnapshot {
-            at: std::time::Instant::now(),
-            array: Default::default(),
-            percpu: Default::default(),
-            rules: Vec::new(),
-            talkers: talkers
-                .iter()
-                .map(|(a, first)| Talker {
-                    addr: a.parse().unwrap(),
-                    rec: TalkerRecord {
-                        packets: 2,
-                        bytes: 200,
-                        first_seen_ns: *first,
-                        last_seen_ns: first + 5,
-                    },
-                })
-                .collect(),
-            errors: Default::default(),
-        };
-        super::super::xdp::XdpSnapshot {
-            interfaces: vec![("eth9".into(), "skb", fw)],
-        }
+    fn snap(talkers: &[(&str, u64)]) -> Vec<(String, Vec<Talker>)> {
+        let t = talkers
+            .iter()
+            .map(|(a, first)| Talker {
+                addr: a.parse().unwrap(),
+                rec: TalkerRecord {
+                    packets: 2,
+                    bytes: 200,
+                    first_seen_ns: *first,
+                    last_seen_ns: first + 5,
+                },
+            })
+            .collect();
+        vec![("eth9".into(), t)]
     }
 
     #[test]

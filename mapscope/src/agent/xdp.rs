@@ -29,7 +29,7 @@ use crate::{
         error::XdpError,
         report::Interval,
         rules::{self, Direction, Rule, RuleEntry, Verdict},
-        snapshot::{self, XdpSnapshot as FirewallSnapshot},
+        snapshot::{self, Talker, XdpSnapshot as FirewallSnapshot},
     },
 };
 
@@ -221,6 +221,17 @@ impl XdpSeam {
             })
             .collect::<Result<Vec<_>, XdpError>>()?;
         Ok(XdpSnapshot { interfaces })
+    }
+
+    /// Every interface's talkers (the new-talker scan reads only these, not rules and stats).
+    pub fn talkers(&self) -> Result<Vec<(String, Vec<Talker>)>, XdpError> {
+        self.attached
+            .iter()
+            .map(|a| {
+                let att = lock(&a.att);
+                Ok((att.iface.clone(), snapshot::talkers(&att.maps)?))
+            })
+            .collect()
     }
 
     /// The rules of every interface with their counters.
