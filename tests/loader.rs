@@ -23,16 +23,23 @@ fn each_family_creates_only_its_own_maps() {
         (
             Family::Xdp,
             &[
+                "XDP_CLOCK",
                 "XDP_DST4",
+                "XDP_DST4_HOST",
                 "XDP_DST6",
+                "XDP_DST6_HOST",
                 "XDP_ERRORS",
                 "XDP_META",
+                "XDP_RULE_COUNT",
                 "XDP_RULE_STATS",
                 "XDP_SRC4",
+                "XDP_SRC4_HOST",
                 "XDP_SRC6",
+                "XDP_SRC6_HOST",
                 "XDP_STATS_ARR",
                 "XDP_STATS_PCPU",
                 "XDP_TALKERS",
+                "XDP_TALKERS4",
             ],
         ),
         (
