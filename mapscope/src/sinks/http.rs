@@ -61,15 +61,12 @@ impl HttpSink {
 
     /// [`HttpSink::start`] with the sink's messages sent to `report`.
     pub async fn start_with(cfg: HttpSinkConfig, report: Reporter) -> Result<Self> {
-        let url = Url::parse(&cfg.url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "--post {:?} is not a valid http(s) URL (e.g. http://127.0.0.1:8080/events)",
-                    cfg.url
-                ))
-            })?;
+        let url = service_url(&cfg.url).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "--post {:?} is not a valid http(s) URL (e.g. http://127.0.0.1:8080/events)",
+                cfg.url
+            ))
+        })?;
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -125,6 +122,13 @@ impl HttpSink {
     pub async fn finish(self) -> Result<SinkStats> {
         self.inner.finish().await
     }
+}
+
+/// `url` when it is an `http(s)://` URL with a host (what a POST can go to).
+pub fn service_url(url: &str) -> Option<Url> {
+    Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 /// Cheap start-up check: can we open a TCP connection to the service at all?

@@ -48,10 +48,7 @@ impl Default for HttpSettings {
 impl HttpSettings {
     /// Checks what can be checked without the service; each error is one line naming the fix.
     pub fn check(&self) -> Result<()> {
-        let ok = reqwest::Url::parse(&self.url)
-            .ok()
-            .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-        if !ok {
+        if super::service_url(&self.url).is_none() {
             return Err(Error::InvalidArgument(format!(
                 "url {:?} is not a valid http(s) URL (e.g. \"http://127.0.0.1:8080/events\")",
                 self.url
