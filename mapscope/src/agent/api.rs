@@ -24,6 +24,18 @@ fn read<T, E: std::error::Error + 'static>(r: Result<T, E>) -> Result<T, Unavail
     r.map_err(|e| Unavailable::Read(crate::error::one_line(&e)))
 }
 
+/// How a family's body is built from the running families.
+pub type Body = fn(&Families) -> Result<serde_json::Value, Unavailable>;
+
+/// Every family's body by name: what `/api/v1/<family>`, the dashboard's stats stream and the
+/// sinks' snapshot events each serve.
+pub const BODIES: [(&str, Body); 4] = [
+    ("xdp", xdp),
+    ("exec", exec),
+    ("syscalls", syscalls),
+    ("malloc", malloc),
+];
+
 /// `/api/v1/xdp`.
 pub fn xdp(f: &Families) -> Result<serde_json::Value, Unavailable> {
     let seam = f.xdp.as_ref().ok_or(Unavailable::Disabled)?;

@@ -64,13 +64,16 @@ pub struct Families {
     drain_stop: Arc<tokio::sync::Notify>,
     /// Map ids of the pinned counters, to tell the agent's programs apart in bpf_stats.
     pub map_ids: Vec<u32>,
-    /// Each configured sink's running delivery totals, by sink name.
-    pub sinks: Vec<(&'static str, Arc<LiveStats>)>,
     /// The configured sinks (exec events, the rule endpoints' and the feed's events).
     pub outbox: Option<Arc<Outbox>>,
 }
 
 impl Families {
+    /// Each configured sink's running delivery totals, by sink name.
+    pub fn sinks(&self) -> &[(&'static str, Arc<LiveStats>)] {
+        self.outbox.as_deref().map_or(&[], Outbox::live)
+    }
+
     /// Stops reading exec events and flushes the sinks (what they could not deliver is spooled).
     pub async fn stop(&mut self) {
         self.drain_stop.notify_one();
@@ -120,10 +123,6 @@ impl Families {
             drain: None,
             drain_stop: Arc::new(tokio::sync::Notify::new()),
             map_ids: Vec::new(),
-            sinks: outbox
-                .as_ref()
-                .map(|o| o.live().to_vec())
-                .unwrap_or_default(),
             outbox: outbox.clone(),
         };
         // XDP first: it pins nothing, so if its interfaces are wrong nothing is left behind.
@@ -205,7 +204,7 @@ impl Families {
                 .as_ref()
                 .and_then(|m| take("malloc", lock(m).snapshot())),
             programs: program_stats(&self.map_ids),
-            sinks: self.sinks.iter().map(|(n, l)| (*n, l.read())).collect(),
+            sinks: self.sinks().iter().map(|(n, l)| (*n, l.read())).collect(),
         }
     }
 }

@@ -25,7 +25,7 @@ use serde_json::Value;
 use super::{api, families::Families, http::AgentState, outbox::Outbox, xdp::RuleChange};
 use crate::xdp::{
     rules::Rule,
-    snapshot::{Talker, XdpSnapshot as FirewallSnapshot},
+    snapshot::Talker,
     talkers::{TalkerRate, top},
 };
 
@@ -100,23 +100,12 @@ impl NewTalkers {
                 .map(|t| (t.addr, t.rec.first_seen_ns))
                 .collect();
             if let Some(before) = self.seen.get(iface) {
-                let fresh = FirewallSnapshot {
-                    at: std::time::Instant::now(),
-                    array: Default::default(),
-                    percpu: Default::default(),
-                    rules: Vec::new(),
-                    talkers: talkers
-                        .iter()
-                        .filter(|t| !before.contains(&(t.addr, t.rec.first_seen_ns)))
-                        .copied()
-                        .collect(),
-                    errors: Default::default(),
-                };
-                let none = FirewallSnapshot {
-                    talkers: Vec::new(),
-                    ..fresh.clone()
-                };
-                for rate in top(&none, &fresh, usize::MAX) {
+                let fresh: Vec<Talker> = talkers
+                    .iter()
+                    .filter(|t| !before.contains(&(t.addr, t.rec.first_seen_ns)))
+                    .copied()
+                    .collect();
+                for rate in top(&[], &fresh, usize::MAX) {
                     out.push(talker_event(iface, &rate));
                 }
             }
@@ -138,14 +127,7 @@ fn talker_event(iface: &str, rate: &TalkerRate) -> Value {
 
 /// One `snapshot` event per enabled family whose maps could be read.
 pub fn snapshot_events(f: &Families) -> Vec<Value> {
-    type Body = fn(&Families) -> Result<Value, api::Unavailable>;
-    let bodies: [(&str, Body); 4] = [
-        ("xdp", api::xdp),
-        ("exec", api::exec),
-        ("syscalls", api::syscalls),
-        ("malloc", api::malloc),
-    ];
-    bodies
+    api::BODIES
         .into_iter()
         .filter_map(|(family, body)| match body(f) {
             Ok(snapshot) => Some(event(

@@ -31,13 +31,13 @@ pub struct AgentState {
 
 /// Every route of the agent.
 pub fn router(state: Arc<AgentState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(healthz))
-        .route("/api/v1/xdp", get(family_handler(api::xdp)))
-        .route("/api/v1/exec", get(family_handler(api::exec)))
-        .route("/api/v1/syscalls", get(family_handler(api::syscalls)))
-        .route("/api/v1/malloc", get(family_handler(api::malloc)))
+        .route("/healthz", get(healthz));
+    for (family, body) in api::BODIES {
+        router = router.route(&format!("/api/v1/{family}"), get(family_handler(body)));
+    }
+    router
         .route(
             "/api/v1/xdp/rules",
             get(list_rules).post(add_rule).delete(delete_rule),
@@ -89,10 +89,8 @@ async fn healthz(State(s): State<Arc<AgentState>>) -> Json<serde_json::Value> {
     }))
 }
 
-type FamilyFn = fn(&Families) -> Result<serde_json::Value, api::Unavailable>;
-
 fn family_handler(
-    f: FamilyFn,
+    f: api::Body,
 ) -> impl Fn(State<Arc<AgentState>>) -> std::future::Ready<Response> + Clone + Send + 'static {
     move |State(s): State<Arc<AgentState>>| {
         std::future::ready(match f(&s.families) {
@@ -181,16 +179,42 @@ async fn list_rules(State(s): State<Arc<AgentState>>) -> Response {
     }
 }
 
+/// What a rule endpoint does: `POST` adds, `DELETE` deletes.
+#[derive(Clone, Copy)]
+enum RuleOp {
+    Add,
+    Del,
+}
+
+impl RuleOp {
+    /// Applies the change to every interface; whether any changed.
+    fn apply(self, seam: &XdpSeam, c: RuleChange) -> Result<bool, crate::xdp::error::XdpError> {
+        match self {
+            Self::Add => seam.add_rule(c),
+            Self::Del => seam.delete_rule(c),
+        }
+    }
+
+    /// `op` of its `xdp_rule` event.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Del => "del",
+        }
+    }
+
+    /// The answer when something changed (an unchanged set is 200 either way).
+    fn status_if_changed(self) -> StatusCode {
+        match self {
+            Self::Add => StatusCode::CREATED,
+            Self::Del => StatusCode::OK,
+        }
+    }
+}
+
 /// Checks the token before even looking at the body, so a bad request without a token is a 401.
-/// A change that took effect goes to the sinks as an `xdp_rule` event (`op`).
-async fn rule_change(
-    s: &AgentState,
-    headers: &HeaderMap,
-    body: &[u8],
-    op: &str,
-    change: impl FnOnce(&XdpSeam, RuleChange) -> Result<bool, crate::xdp::error::XdpError>,
-    status_if_changed: StatusCode,
-) -> Response {
+/// A change that took effect goes to the sinks as an `xdp_rule` event.
+async fn rule_change(s: &AgentState, headers: &HeaderMap, body: &[u8], op: RuleOp) -> Response {
     if !authorized(headers, &s.token) {
         return unauthorized();
     }
@@ -214,13 +238,7 @@ async fn rule_change(
             );
         }
     };
-    let changed = match change(seam, rule) {
-        Ok(true) => {
-            if let Some(o) = &s.families.outbox {
-                o.send(feed::rule_event(op, rule, seam.interfaces())).await;
-            }
-            true
-        }
+    let changed = match op.apply(seam, rule) {
         Ok(c) => c,
         // Bad rules (full trie, no such rule) are the caller's; nothing was half-applied.
         Err(e @ crate::xdp::error::XdpError::BadRule(_)) => {
@@ -228,8 +246,12 @@ async fn rule_change(
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
+    if changed && let Some(o) = &s.families.outbox {
+        o.send(feed::rule_event(op.name(), rule, seam.interfaces()))
+            .await;
+    }
     let status = if changed {
-        status_if_changed
+        op.status_if_changed()
     } else {
         StatusCode::OK
     };
@@ -246,15 +268,7 @@ async fn add_rule(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    rule_change(
-        &s,
-        &headers,
-        &body,
-        "add",
-        |x, c| x.add_rule(c),
-        StatusCode::CREATED,
-    )
-    .await
+    rule_change(&s, &headers, &body, RuleOp::Add).await
 }
 
 async fn delete_rule(
@@ -262,15 +276,7 @@ async fn delete_rule(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    rule_change(
-        &s,
-        &headers,
-        &body,
-        "del",
-        |x, c| x.delete_rule(c),
-        StatusCode::OK,
-    )
-    .await
+    rule_change(&s, &headers, &body, RuleOp::Del).await
 }
 
 #[cfg(test)]

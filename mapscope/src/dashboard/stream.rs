@@ -74,27 +74,18 @@ impl StatsFeed {
 /// disabled family is `null`, one whose read failed is `{"error": …}`).
 pub fn stats_json(s: &AgentState) -> serde_json::Value {
     let f = &s.families;
-    let body = |r: Result<serde_json::Value, api::Unavailable>| match r {
-        Ok(v) => v,
-        Err(api::Unavailable::Disabled) => serde_json::Value::Null,
-        Err(api::Unavailable::Read(why)) => serde_json::json!({ "error": why }),
-    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "schema": 1,
         "time": now,
         "uptime_s": s.started.elapsed().as_secs_f64(),
-        "xdp": body(api::xdp(f)),
-        "exec": body(api::exec(f)),
-        "syscalls": body(api::syscalls(f)),
-        "malloc": body(api::malloc(f)),
         "exec_events_read": f.exec.as_ref().map(|_| f.exec_events.load(Ordering::Relaxed)),
         "dashboard": { "lagged_events": lagged_events() },
         "sinks": f
-            .sinks
+            .sinks()
             .iter()
             .map(|(name, live)| {
                 let (delivered, dropped, rejected) = live.read();
@@ -106,7 +97,15 @@ pub fn stats_json(s: &AgentState) -> serde_json::Value {
                 )
             })
             .collect::<serde_json::Map<_, _>>(),
-    })
+    });
+    for (family, body) in api::BODIES {
+        out[family] = match body(f) {
+            Ok(v) => v,
+            Err(api::Unavailable::Disabled) => serde_json::Value::Null,
+            Err(api::Unavailable::Read(why)) => serde_json::json!({ "error": why }),
+        };
+    }
+    out
 }
 
 /// Ends every stream when the agent is told to stop (SIGTERM/SIGINT): the server's graceful

@@ -127,7 +127,7 @@ impl Interval {
             array: map_rates(&prev.array, &cur.array, p),
             percpu: map_rates(&prev.percpu, &cur.percpu, p),
             rules,
-            talkers: talkers::top(prev, cur, top),
+            talkers: talkers::top(&prev.talkers, &cur.talkers, top),
             errors: cur.errors,
         }
     }

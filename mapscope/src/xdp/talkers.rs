@@ -23,7 +23,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::snapshot::{Talker, XdpSnapshot};
+use super::snapshot::Talker;
 
 /// One source's traffic, totals and over the interval.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,11 +41,11 @@ pub struct TalkerRate {
 
 /// The `top` sources by bytes sent between `prev` and `cur` (ties by address), busiest first.
 /// A source whose first-seen time changed was evicted and re-inserted: counted from zero.
-pub fn top(prev: &XdpSnapshot, cur: &XdpSnapshot, top: usize) -> Vec<TalkerRate> {
+/// Takes the talkers lists of two snapshots (empty `prev`: everything is new).
+pub fn top(prev: &[Talker], cur: &[Talker], top: usize) -> Vec<TalkerRate> {
     let before: std::collections::HashMap<IpAddr, &Talker> =
-        prev.talkers.iter().map(|t| (t.addr, t)).collect();
+        prev.iter().map(|t| (t.addr, t)).collect();
     let mut rates: Vec<TalkerRate> = cur
-        .talkers
         .iter()
         .map(|t| {
             let (p, b) = match before.get(&t.addr) {
@@ -77,32 +77,23 @@ pub fn top(prev: &XdpSnapshot, cur: &XdpSnapshot, top: usize) -> Vec<TalkerRate>
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use mapscope_common::xdp::TalkerRecord;
 
     use super::*;
 
-    fn snap(talkers: &[(&str, u64, u64)]) -> XdpSnapshot {
-        XdpSnapshot {
-            at: Instant::now(),
-            array: Default::default(),
-            percpu: Default::default(),
-            rules: Vec::new(),
-            talkers: talkers
-                .iter()
-                .map(|&(a, bytes, first)| Talker {
-                    addr: a.parse().unwrap(),
-                    rec: TalkerRecord {
-                        packets: bytes / 100,
-                        bytes,
-                        first_seen_ns: first,
-                        last_seen_ns: first,
-                    },
-                })
-                .collect(),
-            errors: [0; 2],
-        }
+    fn snap(talkers: &[(&str, u64, u64)]) -> Vec<Talker> {
+        talkers
+            .iter()
+            .map(|&(a, bytes, first)| Talker {
+                addr: a.parse().unwrap(),
+                rec: TalkerRecord {
+                    packets: bytes / 100,
+                    bytes,
+                    first_seen_ns: first,
+                    last_seen_ns: first,
+                },
+            })
+            .collect()
     }
 
     #[test]
