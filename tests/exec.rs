@@ -15,8 +15,8 @@ use std::{
 };
 
 use harness::{
-    BIN, assert_one_line_error, compile_c, compile_c_with, require_root, unprivileged,
-    web::TestServer,
+    BIN, assert_one_line_error, compile_c, compile_c_with, require_root, sink::spooled_batches,
+    unprivileged, web::TestServer,
 };
 use mapscope::exec::{
     EventStream, Exec, ExecOptions, ExecTracer, Transport, event::TRUNCATION_MARKER,
@@ -689,20 +689,6 @@ async fn start_posting(uid: u32, url: &str, spool: &Path, extra: &[&str]) -> Cli
     let mut cli = Cli::start(&args).await;
     cli.next_of("stats").await;
     cli
-}
-
-/// Batch files waiting in a spool directory (not the lock file or anything else there).
-fn spooled_batches(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".json")
-        })
-        .count()
 }
 
 /// Execs the probe as `uid` with `seq-I` as its argument, for each I in `range`.

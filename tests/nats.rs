@@ -23,8 +23,11 @@ use std::{
 };
 
 use async_nats::jetstream::{self, stream::Config};
-use harness::{BIN, assert_one_line_error, require_root};
-use mapscope::sinks::nats::{NatsConfig, NatsSink, Reporter, Secret};
+use harness::{
+    BIN, assert_one_line_error, require_root,
+    sink::{Messages, spooled_batches},
+};
+use mapscope::sinks::nats::{NatsConfig, NatsSink, Secret};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -202,24 +205,6 @@ async fn assert_exactly(
     }
 }
 
-/// The sink's messages, collected.
-#[derive(Clone, Default)]
-struct Messages(Arc<Mutex<Vec<String>>>);
-
-impl Messages {
-    fn reporter(&self) -> Reporter {
-        let m = Arc::clone(&self.0);
-        Arc::new(move |s| {
-            eprintln!("sink: {s}");
-            m.lock().unwrap().push(s.to_string());
-        })
-    }
-
-    fn any(&self, needle: &str) -> bool {
-        self.0.lock().unwrap().iter().any(|m| m.contains(needle))
-    }
-}
-
 fn config(url: &str, spool: &Path) -> NatsConfig {
     NatsConfig {
         url: url.to_string(),
@@ -259,17 +244,7 @@ async fn unreachable_at_start_spools_then_delivers_in_order_once_up() {
     }
     // Batches wait in the spool while nothing listens.
     sleep(Duration::from_millis(800)).await;
-    let files = std::fs::read_dir(spool.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".json")
-        })
-        .count();
-    assert!(files > 0, "nothing spooled");
+    assert!(spooled_batches(spool.path()) > 0, "nothing spooled");
     server.resume();
     let js = server.js().await;
     wait_for(&js, 30).await;

@@ -13,38 +13,16 @@ use std::{
     path::Path,
     process::{Command, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
-use harness::{BIN, require_root, web::TestServer};
-use mapscope::sinks::http::{HttpSink, HttpSinkConfig, Reporter, SinkStats};
+use harness::{BIN, require_root, sink::Messages, web::TestServer};
+use mapscope::sinks::http::{HttpSink, HttpSinkConfig, SinkStats};
 use serde_json::{Value, json};
 use tokio::time::{sleep, timeout};
-
-/// The sink's messages, collected.
-#[derive(Clone, Default)]
-struct Messages(Arc<Mutex<Vec<String>>>);
-
-impl Messages {
-    fn reporter(&self) -> Reporter {
-        let m = Arc::clone(&self.0);
-        Arc::new(move |s| {
-            eprintln!("sink: {s}");
-            m.lock().unwrap().push(s.to_string());
-        })
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.all().iter().filter(|m| m.contains(needle)).count()
-    }
-}
 
 fn config(url: &str, spool: &Path) -> HttpSinkConfig {
     HttpSinkConfig {

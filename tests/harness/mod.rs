@@ -5,6 +5,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod driven;
+pub mod sink;
 pub mod web;
 
 use std::{
