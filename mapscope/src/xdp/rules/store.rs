@@ -75,35 +75,39 @@ pub fn list_maps(maps: &XdpMaps) -> XdpResult<Vec<RuleEntry>> {
             });
         };
         if v4 {
-            let t: LpmTrie<_, [u8; 4], RuleValue> =
-                LpmTrie::try_from(maps.get(name)).map_err(XdpError::map(name))?;
-            for item in t.iter() {
-                let (k, v) = item.map_err(XdpError::map(name))?;
-                push(IpAddr::from(k.data()), k.prefix_len(), v);
-            }
-            let h: HashMap<_, [u8; 4], RuleValue> =
-                HashMap::try_from(maps.get(host)).map_err(XdpError::map(host))?;
-            for item in h.iter() {
-                let (k, v) = item.map_err(XdpError::map(host))?;
-                push(IpAddr::from(k), 32, v);
-            }
+            each_rule::<4>(maps, name, host, &mut push)?;
         } else {
-            let t: LpmTrie<_, [u8; 16], RuleValue> =
-                LpmTrie::try_from(maps.get(name)).map_err(XdpError::map(name))?;
-            for item in t.iter() {
-                let (k, v) = item.map_err(XdpError::map(name))?;
-                push(IpAddr::from(k.data()), k.prefix_len(), v);
-            }
-            let h: HashMap<_, [u8; 16], RuleValue> =
-                HashMap::try_from(maps.get(host)).map_err(XdpError::map(host))?;
-            for item in h.iter() {
-                let (k, v) = item.map_err(XdpError::map(host))?;
-                push(IpAddr::from(k), 128, v);
-            }
+            each_rule::<16>(maps, name, host, &mut push)?;
         }
     }
     out.sort_by_key(|e| e.rule);
     Ok(out)
+}
+
+/// Calls `push(address, prefix length, rule)` for every rule of one trie and its host hash
+/// (`N` address bytes: 4 or 16; a host rule's length is all of them).
+fn each_rule<const N: usize>(
+    maps: &XdpMaps,
+    trie: &'static str,
+    host: &'static str,
+    push: &mut impl FnMut(IpAddr, u32, RuleValue),
+) -> XdpResult<()>
+where
+    IpAddr: From<[u8; N]>,
+{
+    let t: LpmTrie<_, [u8; N], RuleValue> =
+        LpmTrie::try_from(maps.get(trie)).map_err(XdpError::map(trie))?;
+    for item in t.iter() {
+        let (k, v) = item.map_err(XdpError::map(trie))?;
+        push(IpAddr::from(k.data()), k.prefix_len(), v);
+    }
+    let h: HashMap<_, [u8; N], RuleValue> =
+        HashMap::try_from(maps.get(host)).map_err(XdpError::map(host))?;
+    for item in h.iter() {
+        let (k, v) = item.map_err(XdpError::map(host))?;
+        push(IpAddr::from(k), 8 * N as u32, v);
+    }
+    Ok(())
 }
 
 /// Writes the per-map rule counts the kernel reads to skip empty maps, with the next rules
